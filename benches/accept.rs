@@ -1,0 +1,2 @@
+//! Accept-path benchmarks.
+fn main() {}

@@ -1,0 +1,173 @@
+//! Reading the bearer credential out of a request (RFC 9110 §11.6.2, RFC 6750 §2.1).
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, Uri};
+
+use crate::key::SECRET_TOKEN_SCHEME;
+use crate::rejection::Reason;
+
+/// Default limit on the `Authorization` header's length in bytes.
+pub(crate) const DEFAULT_MAX_HEADER_LEN: usize = 4096;
+
+/// The bearer value of the one `Authorization` header, or why there is none usable.
+///
+/// The scheme is case-insensitive; exactly one space separates it from the value; trailing spaces and
+/// tabs are tolerated; the value must be token68, optionally behind RFC 8959's `secret-token:`.
+#[inline]
+pub(crate) fn bearer<'a>(
+    headers: &'a HeaderMap,
+    uri: &Uri,
+    max_len: usize,
+) -> Result<&'a str, Reason> {
+    let mut all = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = all.next() else {
+        return Err(Reason::NoCredentials);
+    };
+    if all.next().is_some() {
+        return Err(Reason::DuplicateHeader);
+    }
+    let bytes = value.as_bytes();
+    if bytes.len() > max_len {
+        return Err(Reason::Oversized);
+    }
+    let (scheme, rest) = match bytes.iter().position(|&b| b == b' ') {
+        Some(i) => (&bytes[..i], Some(&bytes[i + 1..])),
+        None => (bytes, None),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Err(Reason::OtherScheme);
+    }
+    let rest = rest.unwrap_or_default();
+    let end = rest
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(0, |i| i + 1);
+    let token = &rest[..end];
+    if token.is_empty() {
+        return Err(Reason::EmptyValue);
+    }
+    let body = token
+        .strip_prefix(SECRET_TOKEN_SCHEME.as_bytes())
+        .unwrap_or(token);
+    if !is_token68(body) {
+        return Err(Reason::MalformedValue);
+    }
+    if query_has_access_token(uri) {
+        return Err(Reason::TwoMethods);
+    }
+    // token68 is ASCII, so this cannot fail; refuse rather than panic if it ever did.
+    std::str::from_utf8(token).map_err(|_| Reason::MalformedValue)
+}
+
+/// `token68 = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
+fn is_token68(value: &[u8]) -> bool {
+    let body_end = value.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
+    body_end > 0
+        && value[..body_end].iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+/// RFC 6750 §2: clients must not use more than one method to transmit the token.
+fn query_has_access_token(uri: &Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair.split('=').next() == Some("access_token"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn parse(values: &[&[u8]], uri: &str) -> Result<String, Reason> {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(
+                AUTHORIZATION,
+                HeaderValue::from_bytes(v).expect("valid header"),
+            );
+        }
+        let uri: Uri = uri.parse().expect("uri");
+        bearer(&headers, &uri, DEFAULT_MAX_HEADER_LEN).map(str::to_owned)
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive_and_trailing_whitespace_tolerated() {
+        for header in [
+            &b"Bearer abc"[..],
+            b"bearer abc",
+            b"BEARER abc",
+            b"bEaReR abc",
+            b"Bearer abc ",
+            b"Bearer abc\t",
+            b"Bearer abc \t ",
+        ] {
+            assert_eq!(parse(&[header], "/").as_deref(), Ok("abc"), "{header:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_invalid_requests() {
+        let cases: &[(&[u8], Reason)] = &[
+            (b"Bearer", Reason::EmptyValue),
+            (b"Bearer ", Reason::EmptyValue),
+            (b"Bearer    ", Reason::EmptyValue),
+            (b"Bearer  abc", Reason::MalformedValue),
+            (b"Bearer a b", Reason::MalformedValue),
+            (b"Bearer a,b", Reason::MalformedValue),
+            (b"Bearer =abc", Reason::MalformedValue),
+            (b"Bearer a=b", Reason::MalformedValue),
+            (b"Bearer \"abc\"", Reason::MalformedValue),
+            (b"Bearer caf\xc3\xa9", Reason::MalformedValue),
+            (b"Bearer \tabc", Reason::MalformedValue),
+        ];
+        for (header, reason) in cases {
+            assert_eq!(parse(&[header], "/"), Err(*reason), "{header:?}");
+        }
+    }
+
+    #[test]
+    fn token68_padding_and_secret_token_are_accepted() {
+        assert_eq!(parse(&[b"Bearer ab+/c=="], "/").as_deref(), Ok("ab+/c=="));
+        assert_eq!(
+            parse(&[b"Bearer secret-token:abc"], "/").as_deref(),
+            Ok("secret-token:abc")
+        );
+        assert_eq!(
+            parse(&[b"Bearer secret-token:"], "/"),
+            Err(Reason::MalformedValue)
+        );
+    }
+
+    #[test]
+    fn other_schemes_and_missing_headers_are_missing_credentials() {
+        assert_eq!(parse(&[], "/"), Err(Reason::NoCredentials));
+        assert_eq!(
+            parse(&[b"Basic dXNlcjpwYXNz"], "/"),
+            Err(Reason::OtherScheme)
+        );
+        assert_eq!(parse(&[b"Bearerabc"], "/"), Err(Reason::OtherScheme));
+        assert_eq!(parse(&[b"Token abc"], "/"), Err(Reason::OtherScheme));
+    }
+
+    #[test]
+    fn duplicates_oversize_and_two_methods_are_refused() {
+        assert_eq!(
+            parse(&[b"Bearer abc", b"Bearer abc"], "/"),
+            Err(Reason::DuplicateHeader)
+        );
+        assert_eq!(
+            parse(&[b"Bearer abc", b"Basic x"], "/"),
+            Err(Reason::DuplicateHeader)
+        );
+        let long = format!("Bearer {}", "a".repeat(DEFAULT_MAX_HEADER_LEN));
+        assert_eq!(parse(&[long.as_bytes()], "/"), Err(Reason::Oversized));
+        assert_eq!(
+            parse(&[b"Bearer abc"], "/x?a=1&access_token=abc"),
+            Err(Reason::TwoMethods)
+        );
+        assert_eq!(parse(&[b"Bearer abc"], "/x?token=1").as_deref(), Ok("abc"));
+    }
+}

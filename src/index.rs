@@ -1,0 +1,690 @@
+//! The in-process index in front of every store.
+//!
+//! Everything the accept decision needs (id, digest, scopes, effective status, read-only flag) sits in
+//! one 64-byte slot of an open-addressing table with Robin Hood probing. Readers take no lock and
+//! allocate nothing: a sequence counter (a seqlock over atomic words) tells them when a writer moved
+//! something under them, and they retry. Writers are serialised by a mutex and are rare (management
+//! calls, fills after a miss, change notifications).
+
+use std::collections::{HashMap, VecDeque};
+use std::hint::spin_loop;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+
+use arc_swap::ArcSwap;
+
+use crate::identity::{Status, UserLogin};
+use crate::key::{KeyId, SecretDigest};
+use crate::scope::Scopes;
+use crate::store::KeyRecord;
+
+const WORDS: usize = 8;
+const META_READ_ONLY: u64 = 1 << 8;
+const META_NEGATIVE: u64 = 1 << 9;
+const MIN_CAPACITY: usize = 64;
+
+/// One cache line: `[id, digest×4, scopes, meta, spare]`. `id == 0` marks an empty slot.
+#[repr(align(64))]
+struct Slot([AtomicU64; WORDS]);
+
+impl Slot {
+    fn empty() -> Self {
+        Self(Default::default())
+    }
+
+    #[inline]
+    fn id(&self) -> u64 {
+        self.0[0].load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn read(&self) -> Entry {
+        let w = |i: usize| self.0[i].load(Ordering::Relaxed);
+        let mut digest = [0u8; 32];
+        for (i, chunk) in digest.chunks_exact_mut(8).enumerate() {
+            chunk.copy_from_slice(&w(1 + i).to_le_bytes());
+        }
+        Entry {
+            id: w(0),
+            digest,
+            scopes: w(5),
+            meta: w(6),
+        }
+    }
+
+    fn write(&self, e: &Entry) {
+        let s = |i: usize, v: u64| self.0[i].store(v, Ordering::Relaxed);
+        s(0, e.id);
+        for (i, chunk) in e.digest.chunks_exact(8).enumerate() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            s(1 + i, u64::from_le_bytes(word));
+        }
+        s(5, e.scopes);
+        s(6, e.meta);
+    }
+
+    fn clear(&self) {
+        self.write(&Entry::EMPTY);
+    }
+}
+
+/// A plain copy of a slot.
+#[derive(Clone, Copy)]
+pub(crate) struct Entry {
+    id: u64,
+    digest: [u8; 32],
+    scopes: u64,
+    meta: u64,
+}
+
+impl Entry {
+    const EMPTY: Entry = Entry {
+        id: 0,
+        digest: [0; 32],
+        scopes: 0,
+        meta: 0,
+    };
+
+    pub(crate) fn positive_of(record: &KeyRecord) -> Self {
+        let mut meta = u64::from(record.effective_status().to_byte());
+        if record.read_only {
+            meta |= META_READ_ONLY;
+        }
+        Entry {
+            id: record.id.get(),
+            digest: *record.digest.as_bytes(),
+            scopes: record.scopes.bits(),
+            meta,
+        }
+    }
+
+    fn negative(id: KeyId) -> Self {
+        Entry {
+            id: id.get(),
+            // Never equal to the digest of any secret a request can present.
+            digest: DUMMY_DIGEST,
+            scopes: 0,
+            meta: META_NEGATIVE | u64::from(Status::Unknown.to_byte()),
+        }
+    }
+
+    pub(crate) fn digest(&self) -> SecretDigest {
+        SecretDigest::from_bytes(self.digest)
+    }
+
+    pub(crate) fn is_negative(&self) -> bool {
+        self.meta & META_NEGATIVE != 0
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        Status::from_byte((self.meta & 0xff) as u8)
+    }
+
+    pub(crate) fn read_only(&self) -> bool {
+        self.meta & META_READ_ONLY != 0
+    }
+
+    pub(crate) fn scopes(&self) -> Scopes {
+        Scopes::from_bits(self.scopes)
+    }
+}
+
+/// The digest compared against when an id is unknown, so unknown and known ids take the same path.
+pub(crate) const DUMMY_DIGEST: [u8; 32] = [0x5a; 32];
+
+struct Table {
+    slots: Box<[Slot]>,
+    mask: usize,
+    seed: u64,
+}
+
+impl Table {
+    fn new(capacity: usize, seed: u64) -> Self {
+        let capacity = capacity.max(MIN_CAPACITY).next_power_of_two();
+        Self {
+            slots: (0..capacity).map(|_| Slot::empty()).collect(),
+            mask: capacity - 1,
+            seed,
+        }
+    }
+
+    #[inline]
+    fn home(&self, id: u64) -> usize {
+        // Keyed folded multiply: clients choose the ids of unknown keys, so placement must not be
+        // predictable from the id alone.
+        let m = u128::from(id ^ self.seed).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+        ((m as u64) ^ ((m >> 64) as u64)) as usize & self.mask
+    }
+
+    #[inline]
+    fn distance(&self, id: u64, pos: usize) -> usize {
+        pos.wrapping_sub(self.home(id)) & self.mask
+    }
+
+    /// Position of `id`, if present. Bounded even when read under a concurrent writer.
+    #[inline]
+    fn position(&self, id: u64) -> Option<usize> {
+        let mut pos = self.home(id);
+        for dist in 0..=self.mask {
+            let found = self.slots[pos].id();
+            if found == id {
+                return Some(pos);
+            }
+            if found == 0 || self.distance(found, pos) < dist {
+                return None;
+            }
+            pos = (pos + 1) & self.mask;
+        }
+        None
+    }
+
+    #[inline]
+    fn prefetch(&self, id: u64) {
+        // A relaxed load of the home slot starts the fetch of its cache line early.
+        std::hint::black_box(self.slots[self.home(id)].id());
+    }
+
+    fn insert_new(&self, entry: Entry) {
+        let mut cur = entry;
+        let mut pos = self.home(cur.id);
+        let mut dist = 0;
+        loop {
+            let slot = &self.slots[pos];
+            let found = slot.id();
+            if found == 0 {
+                slot.write(&cur);
+                return;
+            }
+            let found_dist = self.distance(found, pos);
+            if found_dist < dist {
+                let evicted = slot.read();
+                slot.write(&cur);
+                cur = evicted;
+                dist = found_dist;
+            }
+            pos = (pos + 1) & self.mask;
+            dist += 1;
+        }
+    }
+
+    fn remove_at(&self, mut pos: usize) {
+        loop {
+            let next = (pos + 1) & self.mask;
+            let n = self.slots[next].id();
+            if n == 0 || self.distance(n, next) == 0 {
+                self.slots[pos].clear();
+                return;
+            }
+            self.slots[pos].write(&self.slots[next].read());
+            pos = next;
+        }
+    }
+}
+
+/// What the index knows of an id.
+pub(crate) enum Probe {
+    /// A slot for the id: a key, or a cached "no such key".
+    Found(Entry),
+    /// Nothing cached: ask the store.
+    Miss,
+}
+
+struct Cached {
+    record: KeyRecord,
+    login: Arc<UserLogin>,
+}
+
+struct Writer {
+    records: HashMap<KeyId, Cached>,
+    negatives: VecDeque<KeyId>,
+    occupied: usize,
+}
+
+/// The index. Shared by a [`KeyRing`](crate::KeyRing) and the identities it hands out.
+pub(crate) struct Index {
+    seq: AtomicU64,
+    generation: AtomicU64,
+    table: ArcSwap<Table>,
+    writer: Mutex<Writer>,
+    negative_capacity: usize,
+    registry_id: u64,
+}
+
+impl Index {
+    pub(crate) fn new(negative_capacity: usize) -> Arc<Self> {
+        let mut seed = [0u8; 8];
+        // A failed RNG only weakens placement against chosen ids; fall back to the address-space layout.
+        if getrandom::fill(&mut seed).is_err() {
+            seed = (&seed as *const _ as u64).to_le_bytes();
+        }
+        let index = Arc::new(Self {
+            seq: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            table: ArcSwap::from_pointee(Table::new(MIN_CAPACITY, u64::from_le_bytes(seed))),
+            writer: Mutex::new(Writer {
+                records: HashMap::new(),
+                negatives: VecDeque::new(),
+                occupied: 0,
+            }),
+            negative_capacity,
+            registry_id: registry::next_id(),
+        });
+        registry::register(index.registry_id, Arc::downgrade(&index));
+        index
+    }
+
+    pub(crate) fn handle(&self) -> IndexRef {
+        IndexRef(self.registry_id)
+    }
+
+    /// Looks `id` up without locking or allocating.
+    #[inline]
+    pub(crate) fn probe(&self, id: KeyId) -> Probe {
+        let id = id.get();
+        loop {
+            let before = self.seq.load(Ordering::Acquire);
+            if before & 1 == 1 {
+                spin_loop();
+                continue;
+            }
+            let table = self.table.load();
+            let result = match table.position(id) {
+                Some(pos) => Probe::Found(table.slots[pos].read()),
+                None => Probe::Miss,
+            };
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == before {
+                if let Probe::Found(entry) = &result {
+                    // A torn read can only pass the seq check if no writer ran; still, never trust a
+                    // slot whose id does not match.
+                    if entry.id != id {
+                        continue;
+                    }
+                }
+                return result;
+            }
+        }
+    }
+
+    /// Touches the home slot of `id` so its cache line is on its way while the caller hashes.
+    #[inline]
+    pub(crate) fn prefetch(&self, id: KeyId) {
+        self.table.load().prefetch(id.get());
+    }
+
+    /// The change counter; a fill that read the store before a change must not cache what it read.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Caches what the store said of `id`, unless anything changed since `generation` was read.
+    /// Returns whether the result was cached.
+    pub(crate) fn fill(&self, id: KeyId, record: Option<&KeyRecord>, generation: u64) -> bool {
+        let mut w = self.lock();
+        if self.generation.load(Ordering::Acquire) != generation {
+            return false;
+        }
+        match record {
+            Some(record) => self.put(&mut w, record),
+            None => self.put_negative(&mut w, id),
+        }
+        true
+    }
+
+    /// Applies a record that a management call on this node just wrote.
+    pub(crate) fn upsert(&self, record: &KeyRecord) {
+        let mut w = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.put(&mut w, record);
+    }
+
+    /// Forgets `id` (deleted, or changed elsewhere and to be re-read).
+    pub(crate) fn invalidate(&self, id: KeyId) {
+        let mut w = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        w.records.remove(&id);
+        self.write(|table| {
+            if let Some(pos) = table.position(id.get()) {
+                table.remove_at(pos);
+                w.occupied -= 1;
+            }
+        });
+    }
+
+    /// Recomputes every cached key of a user or company after its status changed.
+    pub(crate) fn set_owner_status(
+        &self,
+        user_uid: Option<&str>,
+        company_id: Option<&str>,
+        status: Status,
+    ) {
+        let mut w = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let mut changed = Vec::new();
+        for cached in w.records.values_mut() {
+            let record = &mut cached.record;
+            if user_uid.is_some_and(|uid| record.owner.user_uid == uid) {
+                record.user_status = status;
+            } else if company_id.is_some_and(|id| record.owner.company_id == id) {
+                record.company_status = status;
+            } else {
+                continue;
+            }
+            cached.login = Arc::new(record.to_login());
+            changed.push(Entry::positive_of(record));
+        }
+        self.write(|table| {
+            for entry in &changed {
+                if let Some(pos) = table.position(entry.id) {
+                    table.slots[pos].write(entry);
+                }
+            }
+        });
+    }
+
+    /// Forgets everything: notifications may have been lost.
+    pub(crate) fn clear(&self) {
+        let mut w = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        w.records.clear();
+        w.negatives.clear();
+        w.occupied = 0;
+        let seed = self.table.load().seed;
+        self.write(|_| {});
+        self.swap_table(Table::new(MIN_CAPACITY, seed));
+    }
+
+    pub(crate) fn login(&self, id: KeyId) -> Option<Arc<UserLogin>> {
+        self.lock().records.get(&id).map(|c| c.login.clone())
+    }
+
+    /// Number of cached positive records.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().records.len()
+    }
+
+    /// Number of cached "no such key" entries.
+    pub(crate) fn negative_len(&self) -> usize {
+        self.lock().negatives.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put(&self, w: &mut Writer, record: &KeyRecord) {
+        let entry = Entry::positive_of(record);
+        w.records.insert(
+            record.id,
+            Cached {
+                record: record.clone(),
+                login: Arc::new(record.to_login()),
+            },
+        );
+        self.store_entry(w, entry);
+    }
+
+    fn put_negative(&self, w: &mut Writer, id: KeyId) {
+        if self.negative_capacity == 0 {
+            return;
+        }
+        while w.negatives.len() >= self.negative_capacity {
+            let Some(old) = w.negatives.pop_front() else {
+                break;
+            };
+            self.write(|table| {
+                if let Some(pos) = table.position(old.get()) {
+                    if table.slots[pos].read().is_negative() {
+                        table.remove_at(pos);
+                        w.occupied -= 1;
+                    }
+                }
+            });
+        }
+        w.negatives.push_back(id);
+        self.store_entry(w, Entry::negative(id));
+    }
+
+    fn store_entry(&self, w: &mut Writer, entry: Entry) {
+        let table = self.table.load_full();
+        if let Some(pos) = table.position(entry.id) {
+            self.write(|t| t.slots[pos].write(&entry));
+            return;
+        }
+        if (w.occupied + 1) * 8 > table.slots.len() * 7 {
+            let bigger = Table::new(table.slots.len() * 2, table.seed);
+            for slot in table.slots.iter() {
+                if slot.id() != 0 {
+                    bigger.insert_new(slot.read());
+                }
+            }
+            bigger.insert_new(entry);
+            w.occupied += 1;
+            self.write(|_| {});
+            self.swap_table(bigger);
+            return;
+        }
+        w.occupied += 1;
+        self.write(|t| t.insert_new(entry));
+    }
+
+    /// Runs `f` on the current table inside a seqlock write section. Caller holds the writer mutex.
+    fn write(&self, f: impl FnOnce(&Table)) {
+        let table = self.table.load_full();
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        f(&table);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    fn swap_table(&self, table: Table) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.table.store(Arc::new(table));
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Bytes held by the slot table.
+    pub(crate) fn table_bytes(&self) -> usize {
+        self.table.load().slots.len() * std::mem::size_of::<Slot>()
+    }
+}
+
+impl Drop for Index {
+    fn drop(&mut self) {
+        registry::unregister(self.registry_id);
+    }
+}
+
+/// A `Copy` reference from an [`Identity`](crate::Identity) back to the index that authorized it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IndexRef(u64);
+
+impl IndexRef {
+    pub(crate) fn login(self, id: KeyId) -> Option<Arc<UserLogin>> {
+        registry::get(self.0)?.login(id)
+    }
+}
+
+mod registry {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    static INDEXES: OnceLock<RwLock<HashMap<u64, Weak<Index>>>> = OnceLock::new();
+
+    fn map() -> &'static RwLock<HashMap<u64, Weak<Index>>> {
+        INDEXES.get_or_init(Default::default)
+    }
+
+    pub(super) fn next_id() -> u64 {
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(super) fn register(id: u64, index: Weak<Index>) {
+        map()
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, index);
+    }
+
+    pub(super) fn unregister(id: u64) {
+        map().write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    pub(super) fn get(id: u64) -> Option<Arc<Index>> {
+        map()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)?
+            .upgrade()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Owner;
+    use time::OffsetDateTime;
+
+    fn record(id: u64) -> KeyRecord {
+        KeyRecord {
+            id: KeyId::new(id).expect("valid id"),
+            digest: SecretDigest::from_bytes([id as u8; 32]),
+            owner: Owner {
+                user_uid: format!("user-{}", id % 3),
+                user_name: "u".into(),
+                company_id: format!("company-{}", id % 2),
+                company_name: "c".into(),
+            },
+            description: "d".into(),
+            read_only: id % 2 == 0,
+            scopes: Scopes::from_bits(id & 7),
+            status: Status::Enabled,
+            user_status: Status::Enabled,
+            company_status: Status::Enabled,
+            created: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn found(index: &Index, id: u64) -> Option<Entry> {
+        match index.probe(KeyId::new(id).expect("valid")) {
+            Probe::Found(e) => Some(e),
+            Probe::Miss => None,
+        }
+    }
+
+    #[test]
+    fn slot_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
+        assert_eq!(std::mem::align_of::<Slot>(), 64);
+    }
+
+    #[test]
+    fn inserts_grow_and_stay_findable_then_removals_leave_the_rest() {
+        let index = Index::new(16);
+        let ids: Vec<u64> = (1..=5000u64).map(|i| i * 7919).collect();
+        for &id in &ids {
+            index.upsert(&record(id));
+        }
+        for &id in &ids {
+            let e = found(&index, id).expect("present");
+            assert_eq!(e.id, id);
+            assert_eq!(e.digest, [id as u8; 32]);
+            assert_eq!(e.read_only(), id % 2 == 0);
+        }
+        for &id in ids.iter().step_by(2) {
+            index.invalidate(KeyId::new(id).expect("valid"));
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(found(&index, id).is_some(), i % 2 == 1, "id {id}");
+        }
+        assert!(found(&index, 3).is_none());
+        assert_eq!(index.len(), 2500);
+    }
+
+    #[test]
+    fn negative_cache_is_bounded_and_a_real_key_replaces_its_entry() {
+        let index = Index::new(4);
+        for id in 1..=10u64 {
+            let g = index.generation();
+            assert!(index.fill(KeyId::new(id).expect("valid"), None, g));
+        }
+        assert_eq!(index.negative_len(), 4);
+        let negatives = (1..=10u64)
+            .filter(|&id| found(&index, id).is_some())
+            .count();
+        assert_eq!(negatives, 4);
+        assert!(found(&index, 10).expect("cached").is_negative());
+        index.upsert(&record(10));
+        let e = found(&index, 10).expect("present");
+        assert!(!e.is_negative());
+        assert_eq!(e.status(), Status::Enabled);
+    }
+
+    #[test]
+    fn a_fill_that_started_before_a_change_is_not_cached() {
+        let index = Index::new(4);
+        let id = KeyId::new(42).expect("valid");
+        let g = index.generation();
+        index.invalidate(id);
+        assert!(!index.fill(id, Some(&record(42)), g));
+        assert!(found(&index, 42).is_none());
+    }
+
+    #[test]
+    fn owner_status_changes_reach_every_cached_key() {
+        let index = Index::new(4);
+        for id in 1..=30u64 {
+            index.upsert(&record(id));
+        }
+        index.set_owner_status(Some("user-1"), None, Status::Disabled);
+        for id in 1..=30u64 {
+            let e = found(&index, id).expect("present");
+            let expected = if id % 3 == 1 {
+                Status::DisabledDueToUser
+            } else {
+                Status::Enabled
+            };
+            assert_eq!(e.status(), expected, "id {id}");
+        }
+        index.set_owner_status(None, Some("company-0"), Status::Disabled);
+        assert_eq!(
+            found(&index, 2).expect("present").status(),
+            Status::DisabledDueToCompany
+        );
+        index.set_owner_status(Some("user-1"), None, Status::Enabled);
+        assert_eq!(found(&index, 1).expect("present").status(), Status::Enabled);
+        let login = index.login(KeyId::new(4).expect("valid")).expect("cached");
+        assert_eq!(login.status, Status::DisabledDueToCompany);
+    }
+
+    #[test]
+    fn readers_never_see_a_torn_slot_while_writers_run() {
+        let index = Index::new(64);
+        for id in 1..=200u64 {
+            index.upsert(&record(id));
+        }
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                for round in 0..200_000u64 {
+                    let id = 1 + round % 200;
+                    if let Some(e) = found(&index, id) {
+                        assert_eq!(e.id, id);
+                        assert_eq!(e.digest, [id as u8; 32]);
+                    }
+                }
+            });
+            for round in 0..2_000u64 {
+                let id = 1 + round % 200;
+                index.invalidate(KeyId::new(id).expect("valid"));
+                index.upsert(&record(id));
+                index.upsert(&record(1000 + round));
+            }
+            reader.join().expect("reader ok");
+        });
+    }
+}

@@ -1,0 +1,161 @@
+use std::fmt;
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::HeaderValue;
+use tower_layer::Layer;
+
+use crate::header::DEFAULT_MAX_HEADER_LEN;
+use crate::policy::ScopeRule;
+use crate::rejection::DefaultRejection;
+use crate::ring::KeyRing;
+use crate::scope::Scope;
+use crate::service::ApiKey;
+use crate::token::TokenValidator;
+
+/// Puts API-key authorization in front of a service; see the [crate docs](crate).
+///
+/// Requests with a valid, enabled key (or a token the [`TokenValidator`] accepts) that holds the
+/// required scope and, when read-only, uses a reading method reach the inner service with an
+/// [`Identity`](crate::Identity) in their extensions. Every other request gets the answer of
+/// [`Rejection`](crate::Rejection) and never reaches the inner service.
+#[derive(Clone)]
+#[must_use]
+pub struct ApiKeyLayer<R = DefaultRejection> {
+    pub(crate) config: Arc<Config>,
+    pub(crate) on_rejection: R,
+}
+
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) ring: KeyRing,
+    pub(crate) realm: HeaderValue,
+    pub(crate) scope: ScopeRule,
+    pub(crate) allow_options: bool,
+    pub(crate) validator: Option<Arc<dyn TokenValidator>>,
+    pub(crate) max_header_len: usize,
+}
+
+impl ApiKeyLayer {
+    /// A layer checking keys against `keys`: a [`KeyRing`] or any [`KeyStore`](crate::KeyStore)
+    /// (which gets a ring of its own).
+    pub fn new(keys: impl Into<KeyRing>) -> Self {
+        Self {
+            config: Arc::new(Config {
+                ring: keys.into(),
+                realm: HeaderValue::from_static("api"),
+                scope: ScopeRule::None,
+                allow_options: false,
+                validator: None,
+                max_header_len: DEFAULT_MAX_HEADER_LEN,
+            }),
+            on_rejection: DefaultRejection,
+        }
+    }
+}
+
+impl<R> ApiKeyLayer<R> {
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Every request needs `scope`.
+    pub fn require_scope(mut self, scope: Scope) -> Self {
+        self.config_mut().scope = ScopeRule::Fixed(scope);
+        self
+    }
+
+    /// The scope a request needs is computed from its parts (`None`: any authenticated identity).
+    ///
+    /// Decide from what the router matched, not from the raw path: with axum, use `route_layer` and
+    /// read [`MatchedPath`](https://docs.rs/axum/latest/axum/extract/struct.MatchedPath.html) from the
+    /// extensions, or put one layer per route.
+    pub fn scope_from<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<Scope> + Send + Sync + 'static,
+    {
+        self.config_mut().scope = ScopeRule::FromParts(Arc::new(f));
+        self
+    }
+
+    /// Bearer values that are not key-shaped go to `validator`; without one they get a 401.
+    pub fn with_token_validator<V: TokenValidator>(mut self, validator: V) -> Self {
+        self.config_mut().validator = Some(Arc::new(validator));
+        self
+    }
+
+    /// The `realm` of `WWW-Authenticate` challenges. Default: `api`.
+    ///
+    /// # Panics
+    ///
+    /// When `realm` holds a `"`, a `\` or a character that is not visible ASCII or space.
+    pub fn with_realm(mut self, realm: &'static str) -> Self {
+        assert!(
+            realm
+                .bytes()
+                .all(|b| (b == b' ' || b.is_ascii_graphic()) && b != b'"' && b != b'\\'),
+            "realm must be visible ASCII without quotes or backslashes"
+        );
+        self.config_mut().realm = HeaderValue::from_static(realm);
+        self
+    }
+
+    /// Whether read-only identities may use `OPTIONS` (besides `GET` and `HEAD`). Default: no.
+    pub fn allow_options_for_read_only(mut self, allow: bool) -> Self {
+        self.config_mut().allow_options = allow;
+        self
+    }
+
+    /// Longest `Authorization` header accepted, in bytes; longer ones get a 400. Default: 4096.
+    pub fn with_max_header_len(mut self, max: usize) -> Self {
+        self.config_mut().max_header_len = max;
+        self
+    }
+
+    /// Replaces the standard answers with `hook`'s: a closure `Fn(Rejection) -> Response<B>` or any
+    /// [`OnRejection`](crate::OnRejection).
+    pub fn on_rejection<R2>(self, hook: R2) -> ApiKeyLayer<R2> {
+        ApiKeyLayer {
+            config: self.config,
+            on_rejection: hook,
+        }
+    }
+
+    /// The key ring the layer checks keys against.
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.config.ring
+    }
+}
+
+impl<S, R: Clone> Layer<S> for ApiKeyLayer<R> {
+    type Service = ApiKey<S, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiKey {
+            inner,
+            config: self.config.clone(),
+            on_rejection: self.on_rejection.clone(),
+        }
+    }
+}
+
+impl<R> fmt::Debug for ApiKeyLayer<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyLayer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("ring", &self.ring)
+            .field("realm", &self.realm)
+            .field("scope", &self.scope)
+            .field("allow_options", &self.allow_options)
+            .field("token_validator", &self.validator.is_some())
+            .field("max_header_len", &self.max_header_len)
+            .finish()
+    }
+}

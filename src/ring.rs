@@ -1,0 +1,728 @@
+//! [`KeyRing`]: a store with the in-process index in front of it, shared by the layer and by whoever
+//! manages keys.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use subtle::Choice;
+use time::OffsetDateTime;
+use tokio::sync::{OnceCell, Semaphore};
+use zeroize::Zeroizing;
+
+use crate::identity::{Identity, Status, UserLogin};
+use crate::index::{Entry, Index, Probe, DUMMY_DIGEST};
+use crate::key::{GeneratedKey, KeyError, KeyFormat, KeyId, ParsedKey, SecretDigest};
+use crate::rejection::Reason;
+use crate::scope::{Scope, Scopes};
+use crate::store::{
+    ChangeEvent, KeyRecord, KeyStore, KeyUpdate, ListQuery, Owner, Page, StoreError,
+};
+
+const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_MAX_INFLIGHT: usize = 256;
+const DEFAULT_NEGATIVE_CAPACITY: usize = 65_536;
+const MAX_DESCRIPTION_CHARS: usize = 128;
+
+/// A [`KeyStore`] with an in-process index in front of it.
+///
+/// Hits are answered from the index without `.await`, lock or allocation; the store is asked only on a
+/// miss, once per key however many requests wait for it. Every change made through a `KeyRing` reaches
+/// its index before the call returns; changes made elsewhere arrive through
+/// [`KeyStore::subscribe`]. Cloning is cheap and shares everything.
+#[derive(Clone)]
+pub struct KeyRing {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn KeyStore>,
+    index: Arc<Index>,
+    format: KeyFormat,
+    lookup_timeout: Duration,
+    inflight: Semaphore,
+    flights: Mutex<HashMap<KeyId, Arc<OnceCell<Fill>>>>,
+}
+
+#[derive(Clone, Copy)]
+enum Fill {
+    /// What the store said, cached: `None` means no such key.
+    Fresh(Option<Entry>),
+    /// A change landed while the store was read; read again.
+    Stale,
+}
+
+impl KeyRing {
+    /// A key ring over `store` with default settings.
+    pub fn new<S: KeyStore>(store: S) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// A builder to set the prefix, timeout and limits.
+    pub fn builder<S: KeyStore>(store: S) -> KeyRingBuilder {
+        KeyRingBuilder {
+            store: Arc::new(store),
+            format: KeyFormat::default(),
+            lookup_timeout: DEFAULT_LOOKUP_TIMEOUT,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+            negative_capacity: DEFAULT_NEGATIVE_CAPACITY,
+        }
+    }
+
+    /// The key format (prefix) this ring issues and accepts.
+    pub fn format(&self) -> &KeyFormat {
+        &self.inner.format
+    }
+
+    /// The store behind the index.
+    pub fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.inner.store
+    }
+
+    /// Issues a key: generates it, stores the digest, indexes it, and returns the key once.
+    pub async fn issue(&self, new: NewKey) -> Result<IssuedKey, IssueError> {
+        {
+            validate_description(&new.description)?;
+            // Ids are random; a collision with an existing key is retried with a fresh key.
+            for _ in 0..4 {
+                let key = self.inner.format.generate().map_err(IssueError::Key)?;
+                let record = KeyRecord {
+                    id: key.id(),
+                    digest: key.digest(),
+                    owner: new.owner.clone(),
+                    description: new.description.clone(),
+                    read_only: new.read_only,
+                    scopes: new.scopes,
+                    status: new.status,
+                    user_status: Status::Enabled,
+                    company_status: Status::Enabled,
+                    created: now(),
+                };
+                match self.inner.store.insert(record).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_conflict() => continue,
+                    Err(e) => return Err(IssueError::Store(e)),
+                }
+                // Read back: the store knows the owner's current user and company status.
+                let stored = self
+                    .inner
+                    .store
+                    .get(key.id())
+                    .await
+                    .map_err(IssueError::Store)?
+                    .ok_or_else(|| IssueError::Store(StoreError::backend("issued key vanished")))?;
+                self.inner.index.upsert(&stored);
+                return Ok(IssuedKey {
+                    login: stored.to_login(),
+                    key,
+                });
+            }
+            Err(IssueError::Store(StoreError::conflict()))
+        }
+    }
+
+    /// The record of key `id` as the store has it now.
+    pub async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.store.get(id).await
+    }
+
+    /// Changes a key's status or description; the index reflects it before this returns.
+    /// `Ok(None)` when no such key exists.
+    pub async fn update(
+        &self,
+        id: KeyId,
+        update: KeyUpdate,
+    ) -> Result<Option<KeyRecord>, IssueError> {
+        if let Some(description) = &update.description {
+            validate_description(description)?;
+        }
+        let result = self.inner.store.update(id, update).await;
+        // Whatever the store answered, the cached copy may be stale now.
+        match &result {
+            Ok(Some(record)) => self.inner.index.upsert(record),
+            _ => self.inner.index.invalidate(id),
+        }
+        result.map_err(IssueError::Store)
+    }
+
+    /// Deletes a key; the index forgets it before this returns. `Ok(true)` when it existed.
+    pub async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
+        let result = self.inner.store.delete(id).await;
+        self.inner.index.invalidate(id);
+        result
+    }
+
+    /// One page of keys.
+    pub async fn list(&self, query: &ListQuery) -> Result<Page<KeyRecord>, StoreError> {
+        self.inner.store.list(query).await
+    }
+
+    /// Sets a user's status; every key of that user follows before this returns.
+    pub async fn set_user_status(&self, user_uid: &str, status: Status) -> Result<(), StoreError> {
+        let result = self.inner.store.set_user_status(user_uid, status).await;
+        self.inner
+            .index
+            .set_owner_status(Some(user_uid), None, status);
+        result
+    }
+
+    /// Sets a company's status; every key of its users follows before this returns.
+    pub async fn set_company_status(
+        &self,
+        company_id: &str,
+        status: Status,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .inner
+            .store
+            .set_company_status(company_id, status)
+            .await;
+        self.inner
+            .index
+            .set_owner_status(None, Some(company_id), status);
+        result
+    }
+
+    /// Applies a change heard from another node.
+    pub fn apply(&self, event: &ChangeEvent) {
+        let index = &self.inner.index;
+        match event {
+            ChangeEvent::Key(id) | ChangeEvent::KeyDeleted(id) => index.invalidate(*id),
+            ChangeEvent::User { user_uid, status } => {
+                index.set_owner_status(Some(user_uid), None, *status)
+            }
+            ChangeEvent::Company { company_id, status } => {
+                index.set_owner_status(None, Some(company_id), *status)
+            }
+            ChangeEvent::Resync => index.clear(),
+        }
+    }
+
+    /// Verifies a presented key end to end (parse, index or store, compare, status), as the layer does.
+    /// Scope and method checks are the layer's.
+    pub async fn verify(&self, presented: &str) -> Result<Identity, VerifyError> {
+        let parsed = self.inner.format.parse(presented).map_err(|e| match e {
+            KeyError::NotKeyShaped => VerifyError::NotAKey,
+            _ => VerifyError::Invalid,
+        })?;
+        let digest = parsed.digest();
+        let result = match self.check_cached(parsed.id(), &digest) {
+            Some(result) => result,
+            None => self
+                .check_store(parsed.id(), digest)
+                .await
+                .map_err(|_| VerifyError::Unavailable)?,
+        };
+        result.map_err(|_| VerifyError::Invalid)
+    }
+
+    /// Number of keys and of "no such key" entries held in the index.
+    pub fn cached(&self) -> (usize, usize) {
+        (self.inner.index.len(), self.inner.index.negative_len())
+    }
+
+    /// Bytes of the index's slot table (one 64-byte slot per cached id, at most 7/8 full).
+    pub fn index_table_bytes(&self) -> usize {
+        self.inner.index.table_bytes()
+    }
+
+    #[inline]
+    pub(crate) fn parse<'a>(&self, value: &'a str) -> Result<ParsedKey<'a>, KeyError> {
+        self.inner.format.parse(value)
+    }
+
+    /// Hashes the secret and decides from the index alone: `None` on a miss.
+    #[inline]
+    pub(crate) fn check_cached(
+        &self,
+        id: KeyId,
+        digest: &SecretDigest,
+    ) -> Option<Result<Identity, Reason>> {
+        match self.inner.index.probe(id) {
+            Probe::Found(entry) => Some(self.decide(id, Some(&entry), digest)),
+            Probe::Miss => None,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn prefetch(&self, id: KeyId) {
+        self.inner.index.prefetch(id);
+    }
+
+    /// The miss path: one store read per id however many requests wait, bounded in time and number.
+    pub(crate) async fn check_store(
+        &self,
+        id: KeyId,
+        digest: SecretDigest,
+    ) -> Result<Result<Identity, Reason>, StoreError> {
+        let inner = &self.inner;
+        let work = async {
+            loop {
+                let cell = {
+                    let mut flights = inner.flights.lock().unwrap_or_else(|e| e.into_inner());
+                    flights.entry(id).or_default().clone()
+                };
+                let fill = cell
+                    .get_or_try_init(|| async {
+                        let _permit = inner
+                            .inflight
+                            .acquire()
+                            .await
+                            .map_err(|_| StoreError::overloaded())?;
+                        let generation = inner.index.generation();
+                        let record = inner.store.get(id).await?;
+                        if record.as_ref().is_some_and(|r| r.id != id) {
+                            return Err(StoreError::corrupt("store returned another key's record"));
+                        }
+                        Ok(if inner.index.fill(id, record.as_ref(), generation) {
+                            Fill::Fresh(record.as_ref().map(Entry::positive_of))
+                        } else {
+                            Fill::Stale
+                        })
+                    })
+                    .await
+                    .copied();
+                {
+                    let mut flights = inner.flights.lock().unwrap_or_else(|e| e.into_inner());
+                    if flights.get(&id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                        flights.remove(&id);
+                    }
+                }
+                match fill? {
+                    Fill::Fresh(entry) => return Ok(self.decide(id, entry.as_ref(), &digest)),
+                    Fill::Stale => {
+                        if let Some(result) = self.check_cached(id, &digest) {
+                            return Ok(result);
+                        }
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(inner.lookup_timeout, work)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::timeout()))
+    }
+
+    /// The constant-time decision. Unknown ids are compared against a dummy digest, so unknown id,
+    /// wrong secret and disabled key run the same code up to the final branch.
+    #[inline]
+    fn decide(
+        &self,
+        id: KeyId,
+        entry: Option<&Entry>,
+        digest: &SecretDigest,
+    ) -> Result<Identity, Reason> {
+        let (stored, known, status, scopes, read_only) = match entry {
+            Some(e) => (
+                e.digest(),
+                !e.is_negative(),
+                e.status(),
+                e.scopes(),
+                e.read_only(),
+            ),
+            None => (
+                SecretDigest::from_bytes(DUMMY_DIGEST),
+                false,
+                Status::Unknown,
+                Scopes::EMPTY,
+                false,
+            ),
+        };
+        let matches = stored.ct_eq(digest);
+        let ok =
+            matches & Choice::from(u8::from(known)) & Choice::from(u8::from(status.is_enabled()));
+        if bool::from(ok) {
+            Ok(Identity::from_key(
+                id,
+                scopes,
+                read_only,
+                self.inner.index.handle(),
+            ))
+        } else if !known {
+            Err(Reason::UnknownKey)
+        } else if !bool::from(matches) {
+            Err(Reason::WrongSecret)
+        } else {
+            Err(Reason::Disabled(status))
+        }
+    }
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (keys, negatives) = self.cached();
+        f.debug_struct("KeyRing")
+            .field("format", &self.inner.format)
+            .field("lookup_timeout", &self.inner.lookup_timeout)
+            .field("cached_keys", &keys)
+            .field("cached_negatives", &negatives)
+            .finish()
+    }
+}
+
+impl<S: KeyStore> From<S> for KeyRing {
+    fn from(store: S) -> Self {
+        KeyRing::new(store)
+    }
+}
+
+/// Builds a [`KeyRing`].
+#[must_use]
+pub struct KeyRingBuilder {
+    store: Arc<dyn KeyStore>,
+    format: KeyFormat,
+    lookup_timeout: Duration,
+    max_inflight: usize,
+    negative_capacity: usize,
+}
+
+impl KeyRingBuilder {
+    /// The key format (prefix) to issue and accept. Default: prefix `tak`.
+    pub fn with_format(mut self, format: KeyFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// How long a store lookup may take before the request gets a 503. Default: 2 s.
+    pub fn with_lookup_timeout(mut self, timeout: Duration) -> Self {
+        self.lookup_timeout = timeout;
+        self
+    }
+
+    /// How many store lookups may be in flight at once; further misses wait (within the timeout).
+    /// Default: 256.
+    pub fn with_max_inflight_lookups(mut self, max: usize) -> Self {
+        self.max_inflight = max.max(1);
+        self
+    }
+
+    /// How many "no such key" answers the index remembers (oldest forgotten first). Default: 65 536.
+    pub fn with_negative_capacity(mut self, capacity: usize) -> Self {
+        self.negative_capacity = capacity;
+        self
+    }
+
+    /// Builds the ring. When the store sends change notifications, a task applying them is spawned on
+    /// the current tokio runtime, which must exist.
+    pub fn build(self) -> KeyRing {
+        let ring = KeyRing {
+            inner: Arc::new(Inner {
+                index: Index::new(self.negative_capacity),
+                format: self.format,
+                lookup_timeout: self.lookup_timeout,
+                inflight: Semaphore::new(self.max_inflight),
+                flights: Mutex::new(HashMap::new()),
+                store: self.store,
+            }),
+        };
+        if let Some(mut changes) = ring.inner.store.subscribe() {
+            let weak = Arc::downgrade(&ring.inner);
+            tokio::spawn(async move {
+                use futures_core::Stream;
+                use std::future::poll_fn;
+                use std::pin::Pin;
+                while let Some(event) = poll_fn(|cx| Pin::new(&mut changes).poll_next(cx)).await {
+                    let Some(inner) = weak.upgrade() else { break };
+                    KeyRing { inner }.apply(&event);
+                }
+            });
+        }
+        ring
+    }
+}
+
+impl fmt::Debug for KeyRingBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRingBuilder")
+            .field("format", &self.format)
+            .field("lookup_timeout", &self.lookup_timeout)
+            .field("max_inflight", &self.max_inflight)
+            .field("negative_capacity", &self.negative_capacity)
+            .finish()
+    }
+}
+
+/// What to issue: owner, description, scopes, read-only.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct NewKey {
+    owner: Owner,
+    description: String,
+    scopes: Scopes,
+    read_only: bool,
+    status: Status,
+}
+
+impl NewKey {
+    /// A key for `owner`, with no scopes, read-write, enabled.
+    pub fn new(owner: Owner) -> Self {
+        Self {
+            owner,
+            description: String::new(),
+            scopes: Scopes::EMPTY,
+            read_only: false,
+            status: Status::Enabled,
+        }
+    }
+
+    /// What the key is for (1 to 128 characters, no `<`, `>`, `=`).
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// The scopes the key opens.
+    pub fn scopes(mut self, scopes: impl Into<Scopes>) -> Self {
+        self.scopes = scopes.into();
+        self
+    }
+
+    /// Adds one scope.
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scopes.insert(scope);
+        self
+    }
+
+    /// Whether the key may only read (`GET`, `HEAD`).
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// The initial status. Default: enabled.
+    pub fn status(mut self, status: Status) -> Self {
+        self.status = status;
+        self
+    }
+}
+
+/// A freshly issued key and its identity. The key is shown once: nothing keeps it after this value is
+/// dropped (its memory is zeroized).
+pub struct IssuedKey {
+    key: GeneratedKey,
+    login: UserLogin,
+}
+
+impl IssuedKey {
+    /// The key, to hand to its owner.
+    pub fn key(&self) -> &str {
+        self.key.expose()
+    }
+
+    /// The key id.
+    pub fn id(&self) -> KeyId {
+        self.key.id()
+    }
+
+    /// The identity, with `parameters` empty.
+    pub fn login(&self) -> &UserLogin {
+        &self.login
+    }
+
+    /// The identity with the key in `parameters`: VSPC's creation response. The returned string is
+    /// wrapped so it is zeroized when dropped.
+    pub fn login_with_key(&self) -> (UserLogin, Zeroizing<String>) {
+        let mut login = self.login.clone();
+        login.parameters = self.key.expose().to_owned();
+        (login, Zeroizing::new(self.key.expose().to_owned()))
+    }
+}
+
+impl fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedKey")
+            .field("key", &"<redacted>")
+            .field("login", &self.login)
+            .finish()
+    }
+}
+
+/// Why issuing or changing a key failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum IssueError {
+    /// The description is empty, longer than 128 characters or has `<`, `>` or `=`.
+    InvalidDescription,
+    /// Key generation failed.
+    Key(KeyError),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl fmt::Display for IssueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidDescription => f.write_str(
+                "description must be 1 to 128 characters and must not contain '<', '>' or '='",
+            ),
+            Self::Key(e) => write!(f, "key generation failed: {e}"),
+            Self::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for IssueError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Store(e) => Some(e),
+            Self::Key(e) => Some(e),
+            Self::InvalidDescription => None,
+        }
+    }
+}
+
+/// Why [`KeyRing::verify`] refused a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// Not key-shaped: another kind of credential.
+    NotAKey,
+    /// Bad checksum, unknown id, wrong secret or not enabled: one answer for all.
+    Invalid,
+    /// The store failed or timed out.
+    Unavailable,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotAKey => "not an API key",
+            Self::Invalid => "invalid API key",
+            Self::Unavailable => "key store unavailable",
+        })
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// Checks a key description: 1 to 128 characters, none of `<`, `>`, `=`.
+pub fn validate_description(description: &str) -> Result<(), IssueError> {
+    let chars = description.chars().count();
+    if chars == 0
+        || chars > MAX_DESCRIPTION_CHARS
+        || description.contains(['<', '>', '='])
+        || description.trim().is_empty()
+    {
+        return Err(IssueError::InvalidDescription);
+    }
+    Ok(())
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn owner() -> Owner {
+        Owner {
+            user_uid: "u1".into(),
+            user_name: "alice".into(),
+            company_id: "c1".into(),
+            company_name: "Alpha".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn issued_key_verifies_and_revocation_is_immediate() {
+        let ring = KeyRing::new(MemoryStore::new());
+        let issued = ring
+            .issue(NewKey::new(owner()).description("ci").scope(Scope::REST))
+            .await
+            .expect("issued");
+        let identity = ring.verify(issued.key()).await.expect("valid");
+        assert_eq!(identity.key_id(), Some(issued.id()));
+        assert!(identity.has_scope(Scope::REST));
+        assert_eq!(identity.login().expect("cached").user_name, "alice");
+
+        ring.update(issued.id(), KeyUpdate::status(Status::Disabled))
+            .await
+            .expect("updated");
+        assert_eq!(
+            ring.verify(issued.key()).await.unwrap_err(),
+            VerifyError::Invalid
+        );
+        ring.update(issued.id(), KeyUpdate::status(Status::Enabled))
+            .await
+            .expect("updated");
+        assert!(ring.verify(issued.key()).await.is_ok());
+        assert!(ring.delete(issued.id()).await.expect("deleted"));
+        assert_eq!(
+            ring.verify(issued.key()).await.unwrap_err(),
+            VerifyError::Invalid
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_ring_on_the_same_store_fills_from_the_store() {
+        let store = MemoryStore::new();
+        let a = KeyRing::new(store.clone());
+        let b = KeyRing::new(store);
+        let issued = a
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        assert_eq!(b.cached(), (0, 0));
+        assert!(b.verify(issued.key()).await.is_ok());
+        assert_eq!(b.cached(), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn user_and_company_status_disable_all_their_keys() {
+        let ring = KeyRing::new(MemoryStore::new());
+        let k = ring
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        ring.set_user_status("u1", Status::Disabled)
+            .await
+            .expect("ok");
+        assert!(ring.verify(k.key()).await.is_err());
+        let record = ring.get(k.id()).await.expect("ok").expect("exists");
+        assert_eq!(record.effective_status(), Status::DisabledDueToUser);
+        ring.set_user_status("u1", Status::Enabled)
+            .await
+            .expect("ok");
+        assert!(ring.verify(k.key()).await.is_ok());
+        ring.set_company_status("c1", Status::Disabled)
+            .await
+            .expect("ok");
+        assert!(ring.verify(k.key()).await.is_err());
+        // A key issued while the company is disabled starts disabled too.
+        let k2 = ring
+            .issue(NewKey::new(owner()).description("y"))
+            .await
+            .expect("issued");
+        assert_eq!(k2.login().status, Status::DisabledDueToCompany);
+        assert!(ring.verify(k2.key()).await.is_err());
+    }
+
+    #[test]
+    fn descriptions_are_checked() {
+        assert!(validate_description("Portal Operator API Key").is_ok());
+        assert!(validate_description(&"é".repeat(128)).is_ok());
+        for bad in ["", "  ", "a<b", "a>b", "a=b"] {
+            assert!(validate_description(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_description(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn issued_key_debug_hides_the_key() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let ring = KeyRing::new(MemoryStore::new());
+        let issued = rt
+            .block_on(ring.issue(NewKey::new(owner()).description("x")))
+            .expect("issued");
+        let text = format!("{issued:?} {ring:?}");
+        assert!(!text.contains(issued.key()));
+        assert!(!text.contains(&issued.key()[4..30]));
+    }
+}

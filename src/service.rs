@@ -1,0 +1,203 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Method, Request, Response};
+use tower_service::Service;
+
+use crate::future::{Check, Deferred, ResponseFuture};
+use crate::header;
+use crate::identity::Identity;
+use crate::key::KeyError;
+use crate::layer::{ApiKeyLayer, Config};
+use crate::policy::{authorize, ScopeRule};
+use crate::rejection::{DefaultRejection, OnRejection, Reason, Rejection};
+use crate::ring::KeyRing;
+use crate::scope::Scope;
+
+/// API-key authorization in front of `S`; built by [`ApiKeyLayer`].
+#[derive(Clone)]
+pub struct ApiKey<S, R = DefaultRejection> {
+    pub(crate) inner: S,
+    pub(crate) config: Arc<Config>,
+    pub(crate) on_rejection: R,
+}
+
+impl<S> ApiKey<S> {
+    /// Wraps `inner` with default settings; see [`ApiKeyLayer`] for the options.
+    pub fn new(inner: S, keys: impl Into<KeyRing>) -> Self {
+        use tower_layer::Layer;
+        ApiKeyLayer::new(keys).layer(inner)
+    }
+
+    /// A layer with default settings over `keys`.
+    pub fn layer(keys: impl Into<KeyRing>) -> ApiKeyLayer {
+        ApiKeyLayer::new(keys)
+    }
+}
+
+impl<S, R> ApiKey<S, R> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug, R> fmt::Debug for ApiKey<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The first, synchronous step of a request.
+enum Step {
+    Admit(Identity),
+    Refuse(Reason),
+    Wait(Check),
+}
+
+impl Config {
+    /// Everything up to the point where the store or a token validator has to be asked.
+    #[inline]
+    fn step<B>(&self, request: &Request<B>, required: Option<Scope>) -> Step {
+        let token = match header::bearer(request.headers(), request.uri(), self.max_header_len) {
+            Ok(token) => token,
+            Err(reason) => return Step::Refuse(reason),
+        };
+        match self.ring.parse(token) {
+            Ok(key) => {
+                let id = key.id();
+                self.ring.prefetch(id);
+                let digest = key.digest();
+                match self.ring.check_cached(id, &digest) {
+                    Some(outcome) => match self.admit(outcome, request.method(), required) {
+                        Ok(identity) => Step::Admit(identity),
+                        Err(reason) => Step::Refuse(reason),
+                    },
+                    None => {
+                        let ring = self.ring.clone();
+                        Step::Wait(Box::pin(async move {
+                            match ring.check_store(id, digest).await {
+                                Ok(outcome) => outcome,
+                                Err(e) if e.is_timeout() => Err(Reason::StoreTimeout),
+                                Err(_) => Err(Reason::StoreError),
+                            }
+                        }))
+                    }
+                }
+            }
+            Err(KeyError::NotKeyShaped) => match &self.validator {
+                Some(validator) => {
+                    let validator = validator.clone();
+                    let token = token.to_owned();
+                    Step::Wait(Box::pin(async move {
+                        validator.validate(&token).await.map_err(|e| {
+                            if e.is_unavailable() {
+                                Reason::ValidatorError
+                            } else {
+                                Reason::InvalidToken
+                            }
+                        })
+                    }))
+                }
+                None => Step::Refuse(Reason::NoValidator),
+            },
+            Err(KeyError::BadChecksum) => Step::Refuse(Reason::BadChecksum),
+            Err(_) => Step::Refuse(Reason::MalformedKey),
+        }
+    }
+
+    /// Scope and method checks on an authenticated identity.
+    #[inline]
+    pub(crate) fn admit(
+        &self,
+        outcome: Result<Identity, Reason>,
+        method: &Method,
+        required: Option<Scope>,
+    ) -> Result<Identity, Reason> {
+        let identity = outcome?;
+        authorize(
+            identity.scopes(),
+            identity.is_read_only(),
+            method,
+            required,
+            self.allow_options,
+        )?;
+        Ok(identity)
+    }
+
+    pub(crate) fn rejection(&self, reason: Reason) -> Rejection {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(reason = reason.as_str(), "request refused");
+        Rejection::new(reason, self.realm.clone())
+    }
+}
+
+impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for ApiKey<S, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    R: OnRejection<ResBody> + Clone,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, R, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (request, required) = match &self.config.scope {
+            ScopeRule::None => (request, None),
+            ScopeRule::Fixed(scope) => (request, Some(*scope)),
+            ScopeRule::FromParts(f) => {
+                let (parts, body) = request.into_parts();
+                let scope = f(&parts);
+                (Request::from_parts(parts, body), scope)
+            }
+        };
+        match self.config.step(&request, required) {
+            Step::Admit(identity) => {
+                #[cfg(feature = "tracing")]
+                tracing::trace!(key_id = ?identity.key_id(), "request admitted");
+                let mut request = request;
+                request.extensions_mut().insert(identity);
+                // The instance that was polled ready is the one that is called.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::inner(inner.call(request))
+            }
+            Step::Refuse(reason) => ResponseFuture::rejected(
+                self.on_rejection
+                    .on_rejection(self.config.rejection(reason)),
+            ),
+            Step::Wait(check) => {
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::checking(
+                    check,
+                    Deferred {
+                        request,
+                        inner,
+                        config: self.config.clone(),
+                        on_rejection: self.on_rejection.clone(),
+                        required,
+                    },
+                )
+            }
+        }
+    }
+}

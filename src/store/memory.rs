@@ -1,0 +1,249 @@
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::{
+    AccountStore, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Page, RefreshToken,
+    StoreError, User,
+};
+use crate::identity::Status;
+use crate::key::KeyId;
+
+/// A store held in this process's memory: for tests, single-node services and as a reference for
+/// other backends. Cloning shares the same records.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    keys: BTreeMap<KeyId, KeyRecord>,
+    // Status of users and companies, also of those that only exist as key owners.
+    users: HashMap<String, Status>,
+    companies: HashMap<String, Status>,
+    accounts: BTreeMap<String, User>,
+    company_records: BTreeMap<String, Company>,
+    refresh_tokens: HashMap<[u8; 32], RefreshToken>,
+}
+
+impl Inner {
+    /// The record with the current user and company status filled in.
+    fn resolve(&self, record: &KeyRecord) -> KeyRecord {
+        let mut record = record.clone();
+        record.user_status = self.user_status(&record.owner.user_uid);
+        record.company_status = self.company_status(&record.owner.company_id);
+        record
+    }
+
+    fn user_status(&self, uid: &str) -> Status {
+        self.users.get(uid).copied().unwrap_or(Status::Enabled)
+    }
+
+    fn company_status(&self, id: &str) -> Status {
+        self.companies.get(id).copied().unwrap_or(Status::Enabled)
+    }
+}
+
+fn page<T: Clone>(items: Vec<T>, offset: u64, limit: u64) -> Page<T> {
+    let total = items.len() as u64;
+    let items = items
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect();
+    Page { items, total }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.lock().keys.len()
+    }
+
+    /// Whether the store holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-written record: every write is one insert.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("keys", &self.len())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryStore {
+    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.keys.get(&id).map(|r| inner.resolve(r)))
+    }
+
+    async fn insert(&self, record: KeyRecord) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.keys.contains_key(&record.id) {
+            return Err(StoreError::conflict());
+        }
+        inner.keys.insert(record.id, record);
+        Ok(())
+    }
+
+    async fn update(&self, id: KeyId, update: KeyUpdate) -> Result<Option<KeyRecord>, StoreError> {
+        let mut inner = self.lock();
+        let Some(record) = inner.keys.get_mut(&id) else {
+            return Ok(None);
+        };
+        if let Some(status) = update.status {
+            record.status = status;
+        }
+        if let Some(description) = update.description {
+            record.description = description;
+        }
+        let record = record.clone();
+        Ok(Some(inner.resolve(&record)))
+    }
+
+    async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
+        Ok(self.lock().keys.remove(&id).is_some())
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page<KeyRecord>, StoreError> {
+        let inner = self.lock();
+        let records = inner.keys.values().map(|r| inner.resolve(r)).collect();
+        Ok(query.apply(records))
+    }
+
+    async fn set_user_status(&self, user_uid: &str, status: Status) -> Result<(), StoreError> {
+        self.lock().users.insert(user_uid.to_owned(), status);
+        Ok(())
+    }
+
+    async fn set_company_status(&self, company_id: &str, status: Status) -> Result<(), StoreError> {
+        self.lock().companies.insert(company_id.to_owned(), status);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AccountStore for MemoryStore {
+    async fn create_company(&self, company: Company) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let taken = inner.company_records.contains_key(&company.uid)
+            || inner
+                .company_records
+                .values()
+                .any(|c| c.name == company.name);
+        if taken {
+            return Err(StoreError::conflict());
+        }
+        inner.companies.insert(company.uid.clone(), company.status);
+        inner.company_records.insert(company.uid.clone(), company);
+        Ok(())
+    }
+
+    async fn company(&self, uid: &str) -> Result<Option<Company>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.company_records.get(uid).map(|c| Company {
+            status: inner.company_status(uid),
+            ..c.clone()
+        }))
+    }
+
+    async fn list_companies(&self, offset: u64, limit: u64) -> Result<Page<Company>, StoreError> {
+        let inner = self.lock();
+        let mut all: Vec<Company> = inner
+            .company_records
+            .values()
+            .map(|c| Company {
+                status: inner.company_status(&c.uid),
+                ..c.clone()
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name).then(a.uid.cmp(&b.uid)));
+        Ok(page(all, offset, limit))
+    }
+
+    async fn create_user(&self, user: User) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let taken = inner.accounts.contains_key(&user.uid)
+            || inner
+                .accounts
+                .values()
+                .any(|u| u.user_name == user.user_name);
+        if taken {
+            return Err(StoreError::conflict());
+        }
+        inner.users.insert(user.uid.clone(), user.status);
+        inner.accounts.insert(user.uid.clone(), user);
+        Ok(())
+    }
+
+    async fn user(&self, uid: &str) -> Result<Option<User>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.accounts.get(uid).map(|u| User {
+            status: inner.user_status(uid),
+            ..u.clone()
+        }))
+    }
+
+    async fn user_by_name(&self, user_name: &str) -> Result<Option<User>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .accounts
+            .values()
+            .find(|u| u.user_name == user_name)
+            .map(|u| User {
+                status: inner.user_status(&u.uid),
+                ..u.clone()
+            }))
+    }
+
+    async fn list_users(&self, offset: u64, limit: u64) -> Result<Page<User>, StoreError> {
+        let inner = self.lock();
+        let mut all: Vec<User> = inner
+            .accounts
+            .values()
+            .map(|u| User {
+                status: inner.user_status(&u.uid),
+                ..u.clone()
+            })
+            .collect();
+        all.sort_by(|a, b| a.user_name.cmp(&b.user_name).then(a.uid.cmp(&b.uid)));
+        Ok(page(all, offset, limit))
+    }
+
+    async fn put_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
+        self.lock()
+            .refresh_tokens
+            .insert(*token.digest.as_bytes(), token);
+        Ok(())
+    }
+
+    async fn take_refresh_token(
+        &self,
+        digest: &crate::key::SecretDigest,
+    ) -> Result<Option<RefreshToken>, StoreError> {
+        Ok(self.lock().refresh_tokens.remove(digest.as_bytes()))
+    }
+
+    async fn revoke_refresh_tokens(&self, user_uid: &str) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let before = inner.refresh_tokens.len();
+        inner.refresh_tokens.retain(|_, t| t.user_uid != user_uid);
+        Ok((before - inner.refresh_tokens.len()) as u64)
+    }
+}
