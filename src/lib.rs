@@ -1,6 +1,9 @@
 //! API-key authorization for any [tower](https://docs.rs/tower) service.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+mod extract;
 mod future;
 mod header;
 mod identity;
@@ -15,6 +18,9 @@ mod service;
 pub mod store;
 pub mod token;
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use extract::{Login, MissingIdentity};
 pub use future::ResponseFuture;
 pub use identity::{Identity, IdentityKind, Status, UserLogin, API_KEY_PROVIDER};
 pub use key::{KeyFormat, KeyId};

@@ -7,6 +7,13 @@ use async_trait::async_trait;
 
 use crate::identity::Identity;
 
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+mod jwt;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use jwt::{JwtClaims, JwtIssuer, JwtValidator, JWT_PROVIDER};
+
 /// Validates bearer values that are not key-shaped (OAuth 2 access tokens, JWTs, ...).
 ///
 /// Key-shaped values never reach a validator. The identity returned goes through the same scope and
