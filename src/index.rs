@@ -6,7 +6,7 @@
 //! something under them, and they retry. Writers are serialised by a mutex and are rare (management
 //! calls, fills after a miss, change notifications).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hint::spin_loop;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
@@ -16,14 +16,16 @@ use arc_swap::ArcSwap;
 use crate::identity::{Status, UserLogin};
 use crate::key::{KeyId, SecretDigest};
 use crate::scope::Scopes;
-use crate::store::KeyRecord;
+use crate::store::{KeyRecord, Owner};
+use time::OffsetDateTime;
 
 const WORDS: usize = 8;
 const META_READ_ONLY: u64 = 1 << 8;
 const META_NEGATIVE: u64 = 1 << 9;
 const MIN_CAPACITY: usize = 64;
 
-/// One cache line: `[id, digest×4, scopes, meta, spare]`. `id == 0` marks an empty slot.
+/// One cache line: `[id, digest×4, scopes, meta, cold]`. `id == 0` marks an empty slot; `cold` is the
+/// arena position of the rest of the record, plus one (`0` for "no such key" entries).
 #[repr(align(64))]
 struct Slot([AtomicU64; WORDS]);
 
@@ -49,6 +51,7 @@ impl Slot {
             digest,
             scopes: w(5),
             meta: w(6),
+            cold: w(7),
         }
     }
 
@@ -62,6 +65,7 @@ impl Slot {
         }
         s(5, e.scopes);
         s(6, e.meta);
+        s(7, e.cold);
     }
 
     fn clear(&self) {
@@ -76,6 +80,7 @@ pub(crate) struct Entry {
     digest: [u8; 32],
     scopes: u64,
     meta: u64,
+    cold: u64,
 }
 
 impl Entry {
@@ -84,6 +89,7 @@ impl Entry {
         digest: [0; 32],
         scopes: 0,
         meta: 0,
+        cold: 0,
     };
 
     pub(crate) fn positive_of(record: &KeyRecord) -> Self {
@@ -96,6 +102,7 @@ impl Entry {
             digest: *record.digest.as_bytes(),
             scopes: record.scopes.bits(),
             meta,
+            cold: 0,
         }
     }
 
@@ -106,6 +113,7 @@ impl Entry {
             digest: DUMMY_DIGEST,
             scopes: 0,
             meta: META_NEGATIVE | u64::from(Status::Unknown.to_byte()),
+            cold: 0,
         }
     }
 
@@ -230,15 +238,130 @@ pub(crate) enum Probe {
     Miss,
 }
 
-struct Cached {
-    record: KeyRecord,
-    login: Arc<UserLogin>,
+/// What the slot does not hold: enough to rebuild the [`UserLogin`] and to recompute the status when
+/// a user or company changes. Owners are shared between their keys.
+struct Cold {
+    id: KeyId,
+    owner: Arc<Owner>,
+    description: Box<str>,
+    created: OffsetDateTime,
+    read_only: bool,
+    scopes: Scopes,
+    status: Status,
+    user_status: Status,
+    company_status: Status,
+}
+
+impl Cold {
+    fn of(record: &KeyRecord, owner: Arc<Owner>) -> Self {
+        Self {
+            id: record.id,
+            owner,
+            description: record.description.as_str().into(),
+            created: record.created,
+            read_only: record.read_only,
+            scopes: record.scopes,
+            status: record.status,
+            user_status: record.user_status,
+            company_status: record.company_status,
+        }
+    }
+
+    fn record(&self, digest: SecretDigest) -> KeyRecord {
+        KeyRecord {
+            id: self.id,
+            digest,
+            owner: (*self.owner).clone(),
+            description: self.description.to_string(),
+            read_only: self.read_only,
+            scopes: self.scopes,
+            status: self.status,
+            user_status: self.user_status,
+            company_status: self.company_status,
+            created: self.created,
+        }
+    }
 }
 
 struct Writer {
-    records: HashMap<KeyId, Cached>,
+    cold: Vec<Option<Cold>>,
+    free: Vec<usize>,
+    owners: HashSet<Arc<Owner>>,
     negatives: VecDeque<KeyId>,
     occupied: usize,
+    positives: usize,
+}
+
+impl Writer {
+    fn new() -> Self {
+        Self {
+            cold: Vec::new(),
+            free: Vec::new(),
+            owners: HashSet::new(),
+            negatives: VecDeque::new(),
+            occupied: 0,
+            positives: 0,
+        }
+    }
+
+    fn intern(&mut self, owner: &Owner) -> Arc<Owner> {
+        if let Some(shared) = self.owners.get(owner) {
+            return shared.clone();
+        }
+        let shared = Arc::new(owner.clone());
+        self.owners.insert(shared.clone());
+        shared
+    }
+
+    /// Stores `cold` at `at` (an existing position, plus one) or a free one; returns position plus one.
+    fn put_cold(&mut self, at: u64, cold: Cold) -> u64 {
+        if let Some(slot) = usize::try_from(at)
+            .ok()
+            .and_then(|at| at.checked_sub(1))
+            .and_then(|i| self.cold.get_mut(i))
+        {
+            if let Some(old) = slot.replace(cold) {
+                self.release_owner(&old.owner);
+            } else {
+                self.positives += 1;
+            }
+            return at;
+        }
+        self.positives += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.cold[i] = Some(cold);
+                i as u64 + 1
+            }
+            None => {
+                self.cold.push(Some(cold));
+                self.cold.len() as u64
+            }
+        }
+    }
+
+    fn take_cold(&mut self, at: u64) {
+        let Some(i) = usize::try_from(at).ok().and_then(|at| at.checked_sub(1)) else {
+            return;
+        };
+        if let Some(old) = self.cold.get_mut(i).and_then(Option::take) {
+            self.free.push(i);
+            self.positives -= 1;
+            self.release_owner(&old.owner);
+        }
+    }
+
+    fn cold(&self, at: u64) -> Option<&Cold> {
+        let i = usize::try_from(at).ok()?.checked_sub(1)?;
+        self.cold.get(i)?.as_ref()
+    }
+
+    fn release_owner(&mut self, owner: &Arc<Owner>) {
+        // The set and the caller's copy: nobody else uses this owner any more.
+        if Arc::strong_count(owner) <= 2 {
+            self.owners.remove(&**owner);
+        }
+    }
 }
 
 /// The index. Shared by a [`KeyRing`](crate::KeyRing) and the identities it hands out.
@@ -262,11 +385,7 @@ impl Index {
             seq: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             table: ArcSwap::from_pointee(Table::new(MIN_CAPACITY, u64::from_le_bytes(seed))),
-            writer: Mutex::new(Writer {
-                records: HashMap::new(),
-                negatives: VecDeque::new(),
-                occupied: 0,
-            }),
+            writer: Mutex::new(Writer::new()),
             negative_capacity,
             registry_id: registry::next_id(),
         });
@@ -343,13 +462,13 @@ impl Index {
     pub(crate) fn invalidate(&self, id: KeyId) {
         let mut w = self.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        w.records.remove(&id);
-        self.write(|table| {
-            if let Some(pos) = table.position(id.get()) {
-                table.remove_at(pos);
-                w.occupied -= 1;
-            }
-        });
+        let table = self.table.load_full();
+        if let Some(pos) = table.position(id.get()) {
+            let cold = table.slots[pos].read().cold;
+            self.write(|table| table.remove_at(pos));
+            w.occupied -= 1;
+            w.take_cold(cold);
+        }
     }
 
     /// Recomputes every cached key of a user or company after its status changed.
@@ -362,22 +481,24 @@ impl Index {
         let mut w = self.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
         let mut changed = Vec::new();
-        for cached in w.records.values_mut() {
-            let record = &mut cached.record;
-            if user_uid.is_some_and(|uid| record.owner.user_uid == uid) {
-                record.user_status = status;
-            } else if company_id.is_some_and(|id| record.owner.company_id == id) {
-                record.company_status = status;
+        for cold in w.cold.iter_mut().flatten() {
+            if user_uid.is_some_and(|uid| cold.owner.user_uid == uid) {
+                cold.user_status = status;
+            } else if company_id.is_some_and(|id| cold.owner.company_id == id) {
+                cold.company_status = status;
             } else {
                 continue;
             }
-            cached.login = Arc::new(record.to_login());
-            changed.push(Entry::positive_of(record));
+            let effective = Status::effective(cold.status, cold.user_status, cold.company_status);
+            changed.push((cold.id, effective));
         }
         self.write(|table| {
-            for entry in &changed {
-                if let Some(pos) = table.position(entry.id) {
-                    table.slots[pos].write(entry);
+            for (id, effective) in &changed {
+                if let Some(pos) = table.position(id.get()) {
+                    let slot = &table.slots[pos];
+                    let mut entry = slot.read();
+                    entry.meta = (entry.meta & !0xff) | u64::from(effective.to_byte());
+                    slot.write(&entry);
                 }
             }
         });
@@ -387,21 +508,29 @@ impl Index {
     pub(crate) fn clear(&self) {
         let mut w = self.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        w.records.clear();
-        w.negatives.clear();
-        w.occupied = 0;
+        *w = Writer::new();
         let seed = self.table.load().seed;
         self.write(|_| {});
         self.swap_table(Table::new(MIN_CAPACITY, seed));
     }
 
+    /// The cached record of `id`, rebuilt from its slot and arena entry.
+    pub(crate) fn record(&self, id: KeyId) -> Option<KeyRecord> {
+        let w = self.lock();
+        let Probe::Found(entry) = self.probe(id) else {
+            return None;
+        };
+        let cold = w.cold(entry.cold).filter(|c| c.id == id)?;
+        Some(cold.record(entry.digest()))
+    }
+
     pub(crate) fn login(&self, id: KeyId) -> Option<Arc<UserLogin>> {
-        self.lock().records.get(&id).map(|c| c.login.clone())
+        self.record(id).map(|r| Arc::new(r.to_login()))
     }
 
     /// Number of cached positive records.
     pub(crate) fn len(&self) -> usize {
-        self.lock().records.len()
+        self.lock().positives
     }
 
     /// Number of cached "no such key" entries.
@@ -414,14 +543,15 @@ impl Index {
     }
 
     fn put(&self, w: &mut Writer, record: &KeyRecord) {
-        let entry = Entry::positive_of(record);
-        w.records.insert(
-            record.id,
-            Cached {
-                record: record.clone(),
-                login: Arc::new(record.to_login()),
-            },
-        );
+        let mut entry = Entry::positive_of(record);
+        let owner = w.intern(&record.owner);
+        let existing = {
+            let table = self.table.load();
+            table
+                .position(record.id.get())
+                .map_or(0, |pos| table.slots[pos].read().cold)
+        };
+        entry.cold = w.put_cold(existing, Cold::of(record, owner));
         self.store_entry(w, entry);
     }
 
@@ -547,8 +677,6 @@ mod registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Owner;
-    use time::OffsetDateTime;
 
     fn record(id: u64) -> KeyRecord {
         KeyRecord {

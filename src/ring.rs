@@ -217,6 +217,32 @@ impl KeyRing {
         result.map_err(|_| VerifyError::Invalid)
     }
 
+    /// Reads every key from the store into the index, a page at a time, so the first request for each
+    /// is a hit. Records that change while this runs are left to be read on demand. Returns the number
+    /// of keys cached.
+    pub async fn preload(&self) -> Result<usize, StoreError> {
+        const PAGE: u64 = 1000;
+        let mut query = ListQuery {
+            limit: PAGE,
+            ..ListQuery::default()
+        };
+        let mut cached = 0;
+        loop {
+            let generation = self.inner.index.generation();
+            let page = self.inner.store.list(&query).await?;
+            let count = page.items.len() as u64;
+            for record in &page.items {
+                if self.inner.index.fill(record.id, Some(record), generation) {
+                    cached += 1;
+                }
+            }
+            if count < PAGE {
+                return Ok(cached);
+            }
+            query.offset += count;
+        }
+    }
+
     /// Number of keys and of "no such key" entries held in the index.
     pub fn cached(&self) -> (usize, usize) {
         (self.inner.index.len(), self.inner.index.negative_len())

@@ -22,7 +22,7 @@ pub use accounts::{AccountStore, Company, RefreshToken, Role, User};
 pub use memory::MemoryStore;
 
 /// The user a key belongs to, with their company.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Owner {
     /// User UID.
     pub user_uid: String,
