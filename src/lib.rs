@@ -1,4 +1,98 @@
-//! API-key authorization for any [tower](https://docs.rs/tower) service.
+//! API-key authorization for any [tower](https://docs.rs/tower) service: axum, hyper, tonic.
+//!
+//! A service issues long-lived keys to its users (VSPC's `POST /users/{userUid}/logins/apikey`);
+//! clients send them as `Authorization: Bearer <key>`. [`ApiKeyLayer`] checks each request:
+//!
+//! 1. reads the one `Authorization` header (RFC 9110, RFC 6750) and tells a key from anything else
+//!    offline, by shape and CRC32 checksum;
+//! 2. looks the key id up in an in-process index (no `.await`, no lock, no allocation on a hit; the
+//!    [`KeyStore`] is asked only on a miss) and compares `SHA-256(secret)` in constant time;
+//! 3. checks that the key, its user and its company are `enabled`, that the key holds the scope the
+//!    route needs, and that a read-only key only reads (`GET`, `HEAD`);
+//! 4. puts the [`Identity`] into the request extensions and calls the inner service.
+//!
+//! Bearer values that are not keys (OAuth 2 access tokens) go to a [`TokenValidator`]; a JWT one is
+//! built in. Every refusal is a standard answer (see [`Rejection`]); the inner service never sees a
+//! refused request, and a store failure is a 503, never a pass.
+//!
+//! # axum
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_api_key::{ApiKeyLayer, Identity, KeyRing, MemoryStore, NewKey, Owner, Scope};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let keys = KeyRing::new(MemoryStore::new());
+//! let app: Router = Router::new()
+//!     .route("/api/v3/things", get(list))
+//!     .layer(ApiKeyLayer::new(keys.clone()).require_scope(Scope::REST));
+//!
+//! let owner = Owner {
+//!     user_uid: "955b0b80-03b2-49fd-bf38-14785ecff0a8".into(),
+//!     user_name: "alpha_admin".into(),
+//!     company_id: "3b139961-6b11-4fd8-9e87-c2be1b0e9ca8".into(),
+//!     company_name: "Alpha".into(),
+//! };
+//! let issued = keys
+//!     .issue(NewKey::new(owner).description("CI").scope(Scope::REST).read_only(true))
+//!     .await?;
+//! println!("{}", issued.key()); // shown once; the store keeps only the digest
+//! # Ok(()) }
+//!
+//! async fn list(identity: Identity) -> String {
+//!     let login = identity.login().expect("cached while the key exists");
+//!     format!("things of {}", login.user_name)
+//! }
+//! ```
+//!
+//! # hyper or any tower service
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use bytes::Bytes;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_api_key::{ApiKeyLayer, Identity, MemoryStore};
+//!
+//! # async fn run() {
+//! let service = ServiceBuilder::new()
+//!     .layer(ApiKeyLayer::new(MemoryStore::new()))
+//!     .service(service_fn(|req: Request<Full<Bytes>>| async move {
+//!         let identity = req.extensions().get::<Identity>().cloned();
+//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("{identity:?}")))))
+//!     }));
+//!
+//! let response = service.oneshot(Request::new(Full::default())).await.unwrap();
+//! assert_eq!(response.status(), 401);
+//! // With hyper: hyper_util::service::TowerToHyperService::new(service)
+//! # }
+//! ```
+//!
+//! # Answers
+//!
+//! | request | status | `WWW-Authenticate` |
+//! |---|---|---|
+//! | no `Authorization`, or another scheme | 401 | `Bearer realm="api"` |
+//! | two `Authorization` headers; empty, non-token68 or oversized value; also an `access_token` query parameter | 400 | `…, error="invalid_request"` |
+//! | bad checksum, unknown id, wrong secret, key/user/company not enabled, invalid or expired token | 401 | `…, error="invalid_token"` (one answer for all) |
+//! | missing scope | 403 | `…, error="insufficient_scope", scope="…"` |
+//! | read-only identity, writing method | 403 | `…, error="insufficient_scope"` |
+//! | store or validator failure or timeout | 503 | none |
+//!
+//! Bodies are VSPC's envelope, `{"errors":[{"message":"…","type":"security","code":401}]}`, when the
+//! response body type can carry it ([`ErrorBody`]); [`ApiKeyLayer::on_rejection`] replaces them.
+//!
+//! # Features
+//!
+//! | feature | adds |
+//! |---|---|
+//! | *(none)* | the layer, [`MemoryStore`], [`KeyRing`], the [`TokenValidator`] trait |
+//! | `tracing` | `tracing` events for every refusal: the reason, never the secret |
+//! | `jwt` | [`token::JwtValidator`] (HS256, RS256, ES256, EdDSA) and [`token::JwtIssuer`] |
+//! | `axum` | extractors for [`Identity`] and `Login` |
+//! | `sqlite` | `SqliteStore`: keys, users and companies in one file |
+//! | `admin` | `admin`: VSPC-compatible management API (users, companies, `/token`, API keys) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "axum")]
