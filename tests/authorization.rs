@@ -572,6 +572,32 @@ async fn key_issued_through_another_ring_is_filled_from_the_store() {
     );
 }
 
+#[tokio::test]
+async fn layer_over_a_bare_store_reads_keys_from_it() {
+    let memory = MemoryStore::new();
+    let issued = issue(
+        &KeyRing::new(memory.clone()),
+        NewKey::new(alice()).description("elsewhere"),
+    )
+    .await;
+    let store = FaultStore::new(memory);
+    let layer = ApiKeyLayer::new(store.clone());
+    assert_eq!(layer.key_ring().cached(), (0, 0));
+    let probe = Probe::new();
+    let service = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service_fn(probe.handler());
+
+    send(service.clone(), get_with_key(issued.key()))
+        .await
+        .assert_passed();
+    send(service, get_with_key(&with_other_secret(issued.key())))
+        .await
+        .assert_refused(401, Some(INVALID_TOKEN));
+    assert_eq!(store.gets(), 1);
+    assert_eq!(layer.key_ring().cached(), (1, 0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_for_a_cold_key_cause_one_store_get() {
     const REQUESTS: usize = 1000;
