@@ -42,7 +42,7 @@ struct Inner {
     format: KeyFormat,
     lookup_timeout: Duration,
     inflight: Semaphore,
-    flights: Mutex<HashMap<KeyId, Arc<OnceCell<Fill>>>>,
+    flights: Flights,
 }
 
 #[derive(Clone, Copy)]
@@ -51,6 +51,28 @@ enum Fill {
     Fresh(Option<Entry>),
     /// A change landed while the store was read; read again.
     Stale,
+}
+
+type Flights = Mutex<HashMap<KeyId, Arc<OnceCell<Fill>>>>;
+
+/// One request's part in a single-flight lookup. Dropping it takes the lookup out of the map however
+/// the request ends: answered, failed, timed out, cancelled by its client, or unwound by a panic.
+struct Flight<'a> {
+    flights: &'a Flights,
+    id: KeyId,
+    cell: Arc<OnceCell<Fill>>,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if flights
+            .get(&self.id)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.cell))
+        {
+            flights.remove(&self.id);
+        }
+    }
 }
 
 impl KeyRing {
@@ -285,11 +307,16 @@ impl KeyRing {
         let inner = &self.inner;
         let work = async {
             loop {
-                let cell = {
+                let flight = {
                     let mut flights = inner.flights.lock().unwrap_or_else(|e| e.into_inner());
-                    flights.entry(id).or_default().clone()
+                    Flight {
+                        flights: &inner.flights,
+                        id,
+                        cell: flights.entry(id).or_default().clone(),
+                    }
                 };
-                let fill = cell
+                let fill = flight
+                    .cell
                     .get_or_try_init(|| async {
                         let _permit = inner
                             .inflight
@@ -309,12 +336,7 @@ impl KeyRing {
                     })
                     .await
                     .copied();
-                {
-                    let mut flights = inner.flights.lock().unwrap_or_else(|e| e.into_inner());
-                    if flights.get(&id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                        flights.remove(&id);
-                    }
-                }
+                drop(flight);
                 match fill? {
                     Fill::Fresh(entry) => return Ok(self.decide(id, entry.as_ref(), &digest)),
                     Fill::Stale => {
@@ -695,6 +717,36 @@ mod tests {
         assert_eq!(b.cached(), (0, 0));
         assert!(b.verify(issued.key()).await.is_ok());
         assert_eq!(b.cached(), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn abandoned_lookups_leave_no_flight_behind() {
+        let ring = KeyRing::builder(MemoryStore::new())
+            .with_lookup_timeout(Duration::from_millis(5))
+            .with_max_inflight_lookups(1)
+            .build();
+        let digest = SecretDigest::from_bytes([0; 32]);
+        // With the only lookup permit taken, every lookup waits: until its timeout, or until its
+        // client goes away.
+        let busy = ring.inner.inflight.acquire().await.expect("permit");
+        for raw in 1..=10 {
+            let id = KeyId::new(raw).expect("valid id");
+            let result = ring.check_store(id, digest).await;
+            assert!(result.is_err_and(|e| e.is_timeout()));
+        }
+        for raw in 11..=20 {
+            let id = KeyId::new(raw).expect("valid id");
+            let mut lookup = Box::pin(ring.check_store(id, digest));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(std::future::Future::poll(lookup.as_mut(), &mut cx).is_pending());
+            drop(lookup);
+        }
+        drop(busy);
+        let flights = ring.inner.flights.lock().expect("lock").len();
+        assert_eq!(
+            flights, 0,
+            "abandoned lookups must leave the single-flight map"
+        );
     }
 
     #[tokio::test]
