@@ -177,10 +177,13 @@ fn keys(rt: &tokio::runtime::Runtime, n: usize, pool: usize, disabled: usize) ->
     Keys { ring, pool }
 }
 
+/// A request as a server hands it over: its header bytes freshly written (so in cache), not shared
+/// with the pool they were drawn from.
 fn request(header: Option<HeaderValue>) -> Request<()> {
     let mut request = Request::get("/api/v3/things").body(()).expect("valid");
     if let Some(value) = header {
-        request.headers_mut().insert(AUTHORIZATION, value);
+        let fresh = HeaderValue::from_bytes(value.as_bytes()).expect("valid header");
+        request.headers_mut().insert(AUTHORIZATION, fresh);
     }
     request
 }
@@ -202,8 +205,8 @@ where
     }
 }
 
-fn inner() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible, Future: Send> + Clone
-{
+fn inner(
+) -> impl Service<Request<()>, Response = Response<()>, Error = Infallible, Future: Send> + Clone {
     tower::service_fn(|request: Request<()>| async move {
         black_box(&request);
         Ok::<_, Infallible>(Response::new(()))
@@ -219,8 +222,14 @@ fn ready<S: Service<Request<()>, Error = Infallible>>(rt: &tokio::runtime::Runti
 }
 
 /// Presents the pool's keys in order (the pool was shuffled before timing).
-fn bench_pool<S>(c: &mut Criterion, group: &str, id: &str, service: &mut S, pool: &[HeaderValue], expect: u16)
-where
+fn bench_pool<S>(
+    c: &mut Criterion,
+    group: &str,
+    id: &str,
+    service: &mut S,
+    pool: &[HeaderValue],
+    expect: u16,
+) where
     S: Service<Request<()>, Response = Response<()>, Error = Infallible>,
 {
     // The timed closure only debug-asserts; check the path's answer once here for real.
@@ -318,7 +327,14 @@ fn accept(c: &mut Criterion) {
             jti: None,
         })
         .expect("signed");
-    bench_pool(c, "accept", "jwt_fallback", &mut service, &[bearer(&jwt)], 200);
+    bench_pool(
+        c,
+        "accept",
+        "jwt_fallback",
+        &mut service,
+        &[bearer(&jwt)],
+        200,
+    );
 
     // Reject paths at 1M keys, where the index no longer fits in cache.
     let million = keys(&rt, 1_000_000.min(max_keys()), 1_000_000, 1000);
@@ -334,7 +350,14 @@ fn accept(c: &mut Criterion) {
     if max_keys() >= 10_000_000 {
         let ten = keys(&rt, 10_000_000, 1_000_000, 0);
         let mut service = ready(&rt, layer(&ten.ring).layer(inner()));
-        bench_pool(c, "accept", "api_key/10000000", &mut service, &ten.pool, 200);
+        bench_pool(
+            c,
+            "accept",
+            "api_key/10000000",
+            &mut service,
+            &ten.pool,
+            200,
+        );
     }
 
     primitives(c, &small);

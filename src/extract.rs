@@ -7,10 +7,9 @@ use std::sync::Arc;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
-use http::HeaderValue;
 
 use crate::identity::{Identity, UserLogin};
-use crate::rejection::{Reason, Rejection};
+use crate::rejection::{Challenges, Reason, Rejection};
 
 /// Refusal of the extractors: the request carries no identity (the route is not behind
 /// [`ApiKeyLayer`](crate::ApiKeyLayer)), or its key was deleted while the request was in flight.
@@ -20,7 +19,7 @@ pub struct MissingIdentity(Reason);
 
 impl IntoResponse for MissingIdentity {
     fn into_response(self) -> Response {
-        Rejection::new(self.0, HeaderValue::from_static("api")).into_response()
+        Rejection::new(self.0, Challenges::default_realm()).into_response()
     }
 }
 

@@ -230,6 +230,40 @@ impl Table {
     }
 }
 
+/// A lookup in progress; see [`Index::begin`].
+pub(crate) struct Lookup<'a> {
+    index: &'a Index,
+    seq: u64,
+    table: arc_swap::Guard<Arc<Table>>,
+    key: KeyId,
+    id: u64,
+}
+
+impl Lookup<'_> {
+    /// Reads the slot; if a writer ran since [`Index::begin`], looks again from the start.
+    #[inline]
+    pub(crate) fn finish(self) -> Probe {
+        let mut lookup = self;
+        loop {
+            let result = match lookup.table.position(lookup.id) {
+                Some(pos) => Probe::Found(lookup.table.slots[pos].read()),
+                None => Probe::Miss,
+            };
+            fence(Ordering::Acquire);
+            let consistent = lookup.index.seq.load(Ordering::Relaxed) == lookup.seq;
+            // Never trust a slot whose id does not match, whatever the counter says.
+            let matches = match &result {
+                Probe::Found(entry) => entry.id == lookup.id,
+                Probe::Miss => true,
+            };
+            if consistent && matches {
+                return result;
+            }
+            lookup = lookup.index.begin(lookup.key);
+        }
+    }
+}
+
 /// What the index knows of an id.
 pub(crate) enum Probe {
     /// A slot for the id: a key, or a cached "no such key".
@@ -400,36 +434,30 @@ impl Index {
     /// Looks `id` up without locking or allocating.
     #[inline]
     pub(crate) fn probe(&self, id: KeyId) -> Probe {
-        let id = id.get();
-        loop {
-            let before = self.seq.load(Ordering::Acquire);
-            if before & 1 == 1 {
-                spin_loop();
-                continue;
-            }
-            let table = self.table.load();
-            let result = match table.position(id) {
-                Some(pos) => Probe::Found(table.slots[pos].read()),
-                None => Probe::Miss,
-            };
-            fence(Ordering::Acquire);
-            if self.seq.load(Ordering::Relaxed) == before {
-                if let Probe::Found(entry) = &result {
-                    // A torn read can only pass the seq check if no writer ran; still, never trust a
-                    // slot whose id does not match.
-                    if entry.id != id {
-                        continue;
-                    }
-                }
-                return result;
-            }
-        }
+        self.begin(id).finish()
     }
 
-    /// Touches the home slot of `id` so its cache line is on its way while the caller hashes.
+    /// Starts a lookup: takes a consistent view of the table and touches the home slot of `id`, so
+    /// its cache line is on its way while the caller hashes the secret. [`Lookup::finish`] reads it.
     #[inline]
-    pub(crate) fn prefetch(&self, id: KeyId) {
-        self.table.load().prefetch(id.get());
+    pub(crate) fn begin(&self, id: KeyId) -> Lookup<'_> {
+        let seq = loop {
+            let seq = self.seq.load(Ordering::Acquire);
+            if seq & 1 == 0 {
+                break seq;
+            }
+            spin_loop();
+        };
+        // Loaded after `seq`: a table swapped in later bumps `seq`, and `finish` notices.
+        let table = self.table.load();
+        table.prefetch(id.get());
+        Lookup {
+            index: self,
+            seq,
+            table,
+            key: id,
+            id: id.get(),
+        }
     }
 
     /// The change counter; a fill that read the store before a change must not cache what it read.

@@ -2,12 +2,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::request::Parts;
-use http::HeaderValue;
 use tower_layer::Layer;
 
 use crate::header::DEFAULT_MAX_HEADER_LEN;
 use crate::policy::ScopeRule;
-use crate::rejection::DefaultRejection;
+use crate::rejection::{Challenges, DefaultRejection};
 use crate::ring::KeyRing;
 use crate::scope::Scope;
 use crate::service::ApiKey;
@@ -29,7 +28,7 @@ pub struct ApiKeyLayer<R = DefaultRejection> {
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) ring: KeyRing,
-    pub(crate) realm: HeaderValue,
+    pub(crate) challenges: Arc<Challenges>,
     pub(crate) scope: ScopeRule,
     pub(crate) allow_options: bool,
     pub(crate) validator: Option<Arc<dyn TokenValidator>>,
@@ -43,7 +42,7 @@ impl ApiKeyLayer {
         Self {
             config: Arc::new(Config {
                 ring: keys.into(),
-                realm: HeaderValue::from_static("api"),
+                challenges: Arc::new(Challenges::new("api")),
                 scope: ScopeRule::None,
                 allow_options: false,
                 validator: None,
@@ -96,7 +95,7 @@ impl<R> ApiKeyLayer<R> {
                 .all(|b| (b == b' ' || b.is_ascii_graphic()) && b != b'"' && b != b'\\'),
             "realm must be visible ASCII without quotes or backslashes"
         );
-        self.config_mut().realm = HeaderValue::from_static(realm);
+        self.config_mut().challenges = Arc::new(Challenges::new(realm));
         self
     }
 
@@ -151,7 +150,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("ring", &self.ring)
-            .field("realm", &self.realm)
+            .field("challenges", &self.challenges)
             .field("scope", &self.scope)
             .field("allow_options", &self.allow_options)
             .field("token_validator", &self.validator.is_some())

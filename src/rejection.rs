@@ -1,6 +1,7 @@
 //! Refusals: RFC 6750 answers with VSPC's error body, and the hook that may replace them.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -127,16 +128,87 @@ impl fmt::Display for Reason {
     }
 }
 
+/// The `WWW-Authenticate` values of one realm, built once so a refusal allocates nothing for them.
+pub(crate) struct Challenges {
+    realm: Box<str>,
+    missing: HeaderValue,
+    invalid_request: HeaderValue,
+    invalid_token: HeaderValue,
+    insufficient_scope: HeaderValue,
+    // One per scope, built the first time a route refuses for lack of it.
+    scoped: Box<[OnceLock<HeaderValue>]>,
+}
+
+impl Challenges {
+    pub(crate) fn new(realm: &str) -> Self {
+        let value = |error: &str| shared(format!("Bearer realm=\"{realm}\"{error}"));
+        Self {
+            realm: realm.into(),
+            missing: value(""),
+            invalid_request: value(", error=\"invalid_request\""),
+            invalid_token: value(", error=\"invalid_token\""),
+            insufficient_scope: value(", error=\"insufficient_scope\""),
+            scoped: (0..64).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The challenges of the default realm, `api`.
+    pub(crate) fn default_realm() -> &'static Challenges {
+        static DEFAULT: OnceLock<Challenges> = OnceLock::new();
+        DEFAULT.get_or_init(|| Challenges::new("api"))
+    }
+
+    pub(crate) fn get(&self, reason: Reason) -> Option<HeaderValue> {
+        Some(match (reason.kind(), reason) {
+            (RejectionKind::MissingCredentials, _) => self.missing.clone(),
+            (RejectionKind::InvalidRequest, _) => self.invalid_request.clone(),
+            (RejectionKind::InvalidToken, _) => self.invalid_token.clone(),
+            (RejectionKind::InsufficientScope, Reason::MissingScope(scope)) => self.scoped
+                [usize::from(scope.index())]
+            .get_or_init(|| {
+                shared(format!(
+                    "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\"",
+                    self.realm,
+                    scope.name()
+                ))
+            })
+            .clone(),
+            (RejectionKind::InsufficientScope, _) => self.insufficient_scope.clone(),
+            (RejectionKind::Unavailable, _) => return None,
+        })
+    }
+}
+
+impl fmt::Debug for Challenges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Challenges")
+            .field("realm", &self.realm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A header value whose clones share one buffer (a clone is a reference count, not a copy).
+fn shared(text: String) -> HeaderValue {
+    let value = HeaderValue::from_maybe_shared(Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+    // The first clone of a buffer made from a `Vec` moves it to shared storage; do that here, once.
+    drop(value.clone());
+    value
+}
+
 /// A refused request: what the [`OnRejection`] hook receives.
 #[derive(Clone, Debug)]
 pub struct Rejection {
     reason: Reason,
-    realm: HeaderValue,
+    challenge: Option<HeaderValue>,
 }
 
 impl Rejection {
-    pub(crate) fn new(reason: Reason, realm: HeaderValue) -> Self {
-        Self { reason, realm }
+    pub(crate) fn new(reason: Reason, challenges: &Challenges) -> Self {
+        Self {
+            reason,
+            challenge: challenges.get(reason),
+        }
     }
 
     /// The class of refusal.
@@ -163,25 +235,7 @@ impl Rejection {
 
     /// The `WWW-Authenticate` challenge of the standard answer (RFC 6750 §3); `None` for 503.
     pub fn challenge(&self) -> Option<HeaderValue> {
-        let realm = self.realm.to_str().unwrap_or("api");
-        let text = match (self.kind(), self.reason) {
-            (RejectionKind::MissingCredentials, _) => format!("Bearer realm=\"{realm}\""),
-            (RejectionKind::InvalidRequest, _) => {
-                format!("Bearer realm=\"{realm}\", error=\"invalid_request\"")
-            }
-            (RejectionKind::InvalidToken, _) => {
-                format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
-            }
-            (RejectionKind::InsufficientScope, Reason::MissingScope(scope)) => format!(
-                "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{}\"",
-                scope.name()
-            ),
-            (RejectionKind::InsufficientScope, _) => {
-                format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\"")
-            }
-            (RejectionKind::Unavailable, _) => return None,
-        };
-        HeaderValue::try_from(text).ok()
+        self.challenge.clone()
     }
 
     /// VSPC's error envelope for this refusal. Says the class, never the reason.
@@ -211,7 +265,7 @@ impl Rejection {
         let carries = B::CARRIES_JSON;
         let mut response = Response::new(B::from_json(json));
         *response.status_mut() = self.status();
-        if let Some(challenge) = self.challenge() {
+        if let Some(challenge) = self.challenge {
             response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
         }
         if carries {
@@ -333,8 +387,8 @@ where
 mod tests {
     use super::*;
 
-    fn realm() -> HeaderValue {
-        HeaderValue::from_static("api")
+    fn realm() -> &'static Challenges {
+        Challenges::default_realm()
     }
 
     #[test]

@@ -293,9 +293,21 @@ impl KeyRing {
         }
     }
 
+    /// The hit path: starts the index lookup, hashes the secret while the slot's cache line is
+    /// fetched, then decides. `None` on a miss, with the digest for [`KeyRing::check_store`].
     #[inline]
-    pub(crate) fn prefetch(&self, id: KeyId) {
-        self.inner.index.prefetch(id);
+    pub(crate) fn check_key(
+        &self,
+        key: &ParsedKey<'_>,
+    ) -> (Option<Result<Identity, Reason>>, SecretDigest) {
+        let id = key.id();
+        let lookup = self.inner.index.begin(id);
+        let digest = key.digest();
+        let outcome = match lookup.finish() {
+            Probe::Found(entry) => Some(self.decide(id, Some(&entry), &digest)),
+            Probe::Miss => None,
+        };
+        (outcome, digest)
     }
 
     /// The miss path: one store read per id however many requests wait, bounded in time and number.

@@ -77,6 +77,11 @@ impl Scope {
         names.get(usize::from(self.0)).copied().unwrap_or("unknown")
     }
 
+    /// Position of the scope in a [`Scopes`] mask (0 to 63).
+    pub(crate) fn index(self) -> u8 {
+        self.0
+    }
+
     fn bit(self) -> u64 {
         1u64 << self.0
     }

@@ -80,14 +80,12 @@ impl Config {
         match self.ring.parse(token) {
             Ok(key) => {
                 let id = key.id();
-                self.ring.prefetch(id);
-                let digest = key.digest();
-                match self.ring.check_cached(id, &digest) {
-                    Some(outcome) => match self.admit(outcome, request.method(), required) {
+                match self.ring.check_key(&key) {
+                    (Some(outcome), _) => match self.admit(outcome, request.method(), required) {
                         Ok(identity) => Step::Admit(identity),
                         Err(reason) => Step::Refuse(reason),
                     },
-                    None => {
+                    (None, digest) => {
                         let ring = self.ring.clone();
                         Step::Wait(Box::pin(async move {
                             match ring.check_store(id, digest).await {
@@ -142,7 +140,7 @@ impl Config {
     pub(crate) fn rejection(&self, reason: Reason) -> Rejection {
         #[cfg(feature = "tracing")]
         tracing::debug!(reason = reason.as_str(), "request refused");
-        Rejection::new(reason, self.realm.clone())
+        Rejection::new(reason, &self.challenges)
     }
 }
 
