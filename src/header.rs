@@ -35,6 +35,10 @@ pub(crate) fn bearer<'a>(
         None => (bytes, None),
     };
     if !scheme.eq_ignore_ascii_case(b"bearer") {
+        // `Bearer<TAB>value`: the right scheme, wrongly separated (RFC 9110 allows only spaces).
+        if scheme.len() > 6 && scheme[..6].eq_ignore_ascii_case(b"bearer") && scheme[6] == b'\t' {
+            return Err(Reason::MalformedValue);
+        }
         return Err(Reason::OtherScheme);
     }
     let rest = rest.unwrap_or_default();
@@ -137,6 +141,7 @@ mod tests {
             (b"Bearer \"abc\"", Reason::MalformedValue),
             (b"Bearer caf\xc3\xa9", Reason::MalformedValue),
             (b"Bearer \tabc", Reason::MalformedValue),
+            (b"Bearer\tabc", Reason::MalformedValue),
         ];
         for (header, reason) in cases {
             assert_eq!(parse(&[header], "/"), Err(*reason), "{header:?}");

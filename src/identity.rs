@@ -266,6 +266,14 @@ impl Identity {
         }
     }
 
+    /// The status a token identity was issued with; `None` for keys, whose status the index checks.
+    pub(crate) fn token_status(&self) -> Option<Status> {
+        match &self.repr {
+            Repr::Key { .. } => None,
+            Repr::Token(login) => Some(login.status),
+        }
+    }
+
     /// The full identity. For an API key this reads the in-process index; `None` when the key was
     /// deleted after the request was authorized, or the [`KeyRing`](crate::KeyRing) is gone.
     pub fn login(&self) -> Option<Arc<UserLogin>> {

@@ -23,6 +23,16 @@ const WORDS: usize = 8;
 const META_READ_ONLY: u64 = 1 << 8;
 const META_NEGATIVE: u64 = 1 << 9;
 const MIN_CAPACITY: usize = 64;
+const GENERATION_BUCKETS: usize = 256;
+
+/// Where the change counters stood when a fill started; see [`Index::stamp`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Stamp {
+    /// A fill of one key.
+    Key { owners: u64, bucket: u64 },
+    /// A fill of many keys (preload).
+    All(u64),
+}
 
 /// One cache line: `[id, digest×4, scopes, meta, cold]`. `id == 0` marks an empty slot; `cold` is the
 /// arena position of the rest of the record, plus one (`0` for "no such key" entries).
@@ -401,7 +411,12 @@ impl Writer {
 /// The index. Shared by a [`KeyRing`](crate::KeyRing) and the identities it hands out.
 pub(crate) struct Index {
     seq: AtomicU64,
-    generation: AtomicU64,
+    // Change counters: `all` moves on every change; `owners` on changes that touch many keys (user,
+    // company, resync); `buckets[b]` on changes to keys whose id falls in bucket `b`. A fill is stale
+    // only when its own bucket or `owners` moved, so changes to other keys do not make it retry.
+    all: AtomicU64,
+    owners: AtomicU64,
+    buckets: Box<[AtomicU64]>,
     table: ArcSwap<Table>,
     writer: Mutex<Writer>,
     negative_capacity: usize,
@@ -417,7 +432,9 @@ impl Index {
         }
         let index = Arc::new(Self {
             seq: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
+            all: AtomicU64::new(0),
+            owners: AtomicU64::new(0),
+            buckets: (0..GENERATION_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             table: ArcSwap::from_pointee(Table::new(MIN_CAPACITY, u64::from_le_bytes(seed))),
             writer: Mutex::new(Writer::new()),
             negative_capacity,
@@ -460,16 +477,48 @@ impl Index {
         }
     }
 
-    /// The change counter; a fill that read the store before a change must not cache what it read.
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    /// Where the counters stand before a fill of `id` reads the store (`None`: before a read of many
+    /// keys). A fill that read the store before a change must not cache what it read.
+    pub(crate) fn stamp(&self, id: Option<KeyId>) -> Stamp {
+        match id {
+            Some(id) => Stamp::Key {
+                owners: self.owners.load(Ordering::Acquire),
+                bucket: self.bucket(id).load(Ordering::Acquire),
+            },
+            None => Stamp::All(self.all.load(Ordering::Acquire)),
+        }
     }
 
-    /// Caches what the store said of `id`, unless anything changed since `generation` was read.
+    fn unchanged_since(&self, id: KeyId, stamp: Stamp) -> bool {
+        match stamp {
+            Stamp::Key { owners, bucket } => {
+                self.owners.load(Ordering::Acquire) == owners
+                    && self.bucket(id).load(Ordering::Acquire) == bucket
+            }
+            Stamp::All(all) => self.all.load(Ordering::Acquire) == all,
+        }
+    }
+
+    fn bucket(&self, id: KeyId) -> &AtomicU64 {
+        let b = (id.get().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize;
+        &self.buckets[b % self.buckets.len()]
+    }
+
+    fn key_changed(&self, id: KeyId) {
+        self.all.fetch_add(1, Ordering::AcqRel);
+        self.bucket(id).fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn owners_changed(&self) {
+        self.all.fetch_add(1, Ordering::AcqRel);
+        self.owners.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Caches what the store said of `id`, unless it may have changed since `stamp` was taken.
     /// Returns whether the result was cached.
-    pub(crate) fn fill(&self, id: KeyId, record: Option<&KeyRecord>, generation: u64) -> bool {
+    pub(crate) fn fill(&self, id: KeyId, record: Option<&KeyRecord>, stamp: Stamp) -> bool {
         let mut w = self.lock();
-        if self.generation.load(Ordering::Acquire) != generation {
+        if !self.unchanged_since(id, stamp) {
             return false;
         }
         match record {
@@ -482,14 +531,14 @@ impl Index {
     /// Applies a record that a management call on this node just wrote.
     pub(crate) fn upsert(&self, record: &KeyRecord) {
         let mut w = self.lock();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.key_changed(record.id);
         self.put(&mut w, record);
     }
 
     /// Forgets `id` (deleted, or changed elsewhere and to be re-read).
     pub(crate) fn invalidate(&self, id: KeyId) {
         let mut w = self.lock();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.key_changed(id);
         let table = self.table.load_full();
         if let Some(pos) = table.position(id.get()) {
             let cold = table.slots[pos].read().cold;
@@ -507,7 +556,7 @@ impl Index {
         status: Status,
     ) {
         let mut w = self.lock();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.owners_changed();
         let mut changed = Vec::new();
         for cold in w.cold.iter_mut().flatten() {
             if user_uid.is_some_and(|uid| cold.owner.user_uid == uid) {
@@ -535,7 +584,7 @@ impl Index {
     /// Forgets everything: notifications may have been lost.
     pub(crate) fn clear(&self) {
         let mut w = self.lock();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.owners_changed();
         *w = Writer::new();
         let seed = self.table.load().seed;
         self.write(|_| {});
@@ -766,8 +815,8 @@ mod tests {
     fn negative_cache_is_bounded_and_a_real_key_replaces_its_entry() {
         let index = Index::new(4);
         for id in 1..=10u64 {
-            let g = index.generation();
-            assert!(index.fill(KeyId::new(id).expect("valid"), None, g));
+            let key = KeyId::new(id).expect("valid");
+            assert!(index.fill(key, None, index.stamp(Some(key))));
         }
         assert_eq!(index.negative_len(), 4);
         let negatives = (1..=10u64)
@@ -785,10 +834,23 @@ mod tests {
     fn a_fill_that_started_before_a_change_is_not_cached() {
         let index = Index::new(4);
         let id = KeyId::new(42).expect("valid");
-        let g = index.generation();
+        let stamp = index.stamp(Some(id));
+        let all = index.stamp(None);
+        // A change to another key does not make this fill stale; one to this key does.
+        let other = (1..)
+            .map(|i| KeyId::new(i).expect("valid"))
+            .find(|k| !std::ptr::eq(index.bucket(*k), index.bucket(id)));
+        index.invalidate(other.expect("some id in another bucket"));
+        assert!(!index.fill(id, Some(&record(42)), all));
         index.invalidate(id);
-        assert!(!index.fill(id, Some(&record(42)), g));
+        assert!(!index.fill(id, Some(&record(42)), stamp));
         assert!(found(&index, 42).is_none());
+        let stamp = index.stamp(Some(id));
+        index.invalidate(other.expect("some id in another bucket"));
+        assert!(index.fill(id, Some(&record(42)), stamp));
+        let stamp = index.stamp(Some(id));
+        index.set_owner_status(Some("nobody"), None, Status::Disabled);
+        assert!(!index.fill(id, None, stamp));
     }
 
     #[test]

@@ -250,11 +250,11 @@ impl KeyRing {
         };
         let mut cached = 0;
         loop {
-            let generation = self.inner.index.generation();
+            let stamp = self.inner.index.stamp(None);
             let page = self.inner.store.list(&query).await?;
             let count = page.items.len() as u64;
             for record in &page.items {
-                if self.inner.index.fill(record.id, Some(record), generation) {
+                if self.inner.index.fill(record.id, Some(record), stamp) {
                     cached += 1;
                 }
             }
@@ -273,6 +273,11 @@ impl KeyRing {
     /// Bytes of the index's slot table (one 64-byte slot per cached id, at most 7/8 full).
     pub fn index_table_bytes(&self) -> usize {
         self.inner.index.table_bytes()
+    }
+
+    /// How long a store lookup (or a token validation) may take.
+    pub(crate) fn lookup_timeout(&self) -> Duration {
+        self.inner.lookup_timeout
     }
 
     #[inline]
@@ -335,12 +340,12 @@ impl KeyRing {
                             .acquire()
                             .await
                             .map_err(|_| StoreError::overloaded())?;
-                        let generation = inner.index.generation();
+                        let stamp = inner.index.stamp(Some(id));
                         let record = inner.store.get(id).await?;
                         if record.as_ref().is_some_and(|r| r.id != id) {
                             return Err(StoreError::corrupt("store returned another key's record"));
                         }
-                        Ok(if inner.index.fill(id, record.as_ref(), generation) {
+                        Ok(if inner.index.fill(id, record.as_ref(), stamp) {
                             Fill::Fresh(record.as_ref().map(Entry::positive_of))
                         } else {
                             Fill::Stale

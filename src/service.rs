@@ -8,7 +8,7 @@ use tower_service::Service;
 use crate::future::{Check, Deferred, ResponseFuture};
 use crate::header;
 use crate::identity::Identity;
-use crate::key::KeyError;
+use crate::key::{KeyError, SECRET_TOKEN_SCHEME};
 use crate::layer::{ApiKeyLayer, Config};
 use crate::policy::{authorize, ScopeRule};
 use crate::rejection::{DefaultRejection, OnRejection, Reason, Rejection};
@@ -100,15 +100,24 @@ impl Config {
             Err(KeyError::NotKeyShaped) => match &self.validator {
                 Some(validator) => {
                     let validator = validator.clone();
+                    let token = token.strip_prefix(SECRET_TOKEN_SCHEME).unwrap_or(token);
                     let token = token.to_owned();
+                    let timeout = self.ring.lookup_timeout();
                     Step::Wait(Box::pin(async move {
-                        validator.validate(&token).await.map_err(|e| {
-                            if e.is_unavailable() {
-                                Reason::ValidatorError
-                            } else {
-                                Reason::InvalidToken
-                            }
-                        })
+                        let identity =
+                            match tokio::time::timeout(timeout, validator.validate(&token)).await {
+                                Ok(Ok(identity)) => identity,
+                                Ok(Err(e)) if e.is_unavailable() => {
+                                    return Err(Reason::ValidatorError)
+                                }
+                                Ok(Err(_)) => return Err(Reason::InvalidToken),
+                                Err(_) => return Err(Reason::ValidatorError),
+                            };
+                        // Token identities obey the same status rule as keys.
+                        match identity.token_status() {
+                            Some(status) if !status.is_enabled() => Err(Reason::Disabled(status)),
+                            _ => Ok(identity),
+                        }
                     }))
                 }
                 None => Step::Refuse(Reason::NoValidator),

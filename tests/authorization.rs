@@ -1028,3 +1028,63 @@ async fn key_identity_login_is_none_once_the_ring_is_gone() {
     assert_eq!(identity.key_id(), Some(issued.id()));
     assert!(!identity.is_read_only());
 }
+
+#[tokio::test]
+async fn token_identity_that_is_not_enabled_gets_401() {
+    for status in [Status::Disabled, Status::DisabledDueToUser, Status::Unknown] {
+        let mut login = token_login(Scopes::from(Scope::REST), false);
+        login.status = status;
+        let (layer, calls) = with_validator(memory_ring(), login);
+        let probe = Probe::new();
+        let service = ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(probe.handler());
+
+        send(service, get_with_key(GOOD_TOKEN))
+            .await
+            .assert_refused(401, Some(INVALID_TOKEN));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{status}");
+        assert_eq!(probe.calls(), 0, "{status}");
+    }
+}
+
+/// A validator that never answers.
+struct Hanging;
+
+#[async_trait::async_trait]
+impl tower_api_key::TokenValidator for Hanging {
+    async fn validate(&self, _token: &str) -> Result<Identity, TokenError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn hanging_validator_is_cut_by_the_lookup_timeout_with_503() {
+    let ring = KeyRing::builder(MemoryStore::new())
+        .with_lookup_timeout(std::time::Duration::from_millis(50))
+        .build();
+    let probe = Probe::new();
+    let service = ServiceBuilder::new()
+        .layer(ApiKeyLayer::new(ring).with_token_validator(Hanging))
+        .service_fn(probe.handler());
+
+    send(service, get_with_key(GOOD_TOKEN))
+        .await
+        .assert_refused(503, None);
+    assert_eq!(probe.calls(), 0);
+}
+
+#[tokio::test]
+async fn secret_token_wrapper_is_removed_before_the_validator_sees_the_token() {
+    let (layer, calls) = with_validator(memory_ring(), token_login(Scopes::EMPTY, false));
+    let probe = Probe::new();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(probe.handler());
+
+    let wrapped = format!("secret-token:{GOOD_TOKEN}");
+    let answer = send(service, get_with_key(&wrapped)).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(probe.calls(), 1);
+}
