@@ -33,7 +33,9 @@ pin_project! {
     {
         Inner { #[pin] future: S::Future },
         Rejected { response: Option<Response<ResBody>> },
-        Checking { check: Check, call: Option<Deferred<S, B, R>> },
+        // Boxed: a request waiting for the store is rare, and an unboxed one would make every
+        // response future as large as a request.
+        Checking { check: Check, call: Option<Box<Deferred<S, B, R>>> },
     }
 }
 
@@ -68,7 +70,7 @@ where
         Self {
             state: State::Checking {
                 check,
-                call: Some(call),
+                call: Some(Box::new(call)),
             },
         }
     }
@@ -100,7 +102,7 @@ where
                         config,
                         on_rejection,
                         required,
-                    } = call.take().expect("ResponseFuture polled after completion");
+                    } = *call.take().expect("ResponseFuture polled after completion");
                     let next = match config.admit(outcome, request.method(), required) {
                         Ok(identity) => {
                             request.extensions_mut().insert(identity);

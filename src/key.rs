@@ -342,17 +342,23 @@ fn push_ascii(text: &mut String, ascii: &[u8]) {
     text.extend(ascii.iter().map(|&b| char::from(b)));
 }
 
-/// Decodes fixed-width base62; `None` on a character outside the alphabet or overflow.
+/// Decodes fixed-width base62 (at most 11 characters); `None` on a character outside the alphabet or
+/// a value above `u64::MAX`.
+#[inline]
 fn decode_u64(text: &[u8]) -> Option<u64> {
-    let mut value: u64 = 0;
+    debug_assert!(text.len() <= 11);
+    // 62^11 < 2^128: no step can overflow, so the loop has no branch but the final checks.
+    let mut value: u128 = 0;
+    let mut seen: u8 = 0;
     for &b in text {
-        let digit = DECODE[b as usize];
-        if digit == INVALID {
-            return None;
-        }
-        value = value.checked_mul(62)?.checked_add(u64::from(digit))?;
+        let digit = DECODE[usize::from(b)];
+        seen |= digit;
+        value = value * 62 + u128::from(digit);
     }
-    Some(value)
+    if seen & 0x80 != 0 {
+        return None;
+    }
+    u64::try_from(value).ok()
 }
 
 fn encode_u64(mut value: u64, out: &mut [u8]) {
