@@ -95,6 +95,11 @@
 //! | `admin` | `admin`: VSPC-compatible management API (users, companies, `/token`, API keys) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// The README's examples compile as doc tests.
+#[cfg(all(doctest, feature = "axum", feature = "jwt", feature = "sqlite"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 mod extract;
