@@ -35,5 +35,8 @@ pub use ring::{
 };
 pub use scope::{Scope, ScopeError, Scopes};
 pub use service::ApiKey;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use store::SqliteStore;
 pub use store::{KeyStore, MemoryStore, Owner};
 pub use token::{TokenError, TokenValidator};

@@ -17,9 +17,14 @@ use crate::scope::Scopes;
 
 mod accounts;
 mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use accounts::{AccountStore, Company, RefreshToken, Role, User};
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::SqliteStore;
 
 /// The user a key belongs to, with their company.
 #[derive(Clone, Debug, PartialEq, Eq)]

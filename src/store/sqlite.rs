@@ -1,0 +1,1394 @@
+//! SQLite backend: keys, users, companies and refresh tokens in one file that survives restarts.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use time::format_description::well_known::Rfc3339;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
+
+use super::{
+    AccountStore, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Owner, Page, RefreshToken,
+    Role, SortField, StoreError, User,
+};
+use crate::identity::Status;
+use crate::key::{KeyId, SecretDigest};
+use crate::scope::{Scope, Scopes};
+
+/// Schema migrations in order: entry `n` brings the schema to version `n + 1`. A released entry is
+/// never edited; a change to the schema is a new entry.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_schema.sql")];
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections to a file: WAL lets readers run beside the one writer, so a few are worth having.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// UTC with exactly nine fractional digits: the text order of stored dates is their time order.
+const DATE_FORMAT: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
+
+/// Every key with the current status of its user and company, and the status requests see.
+///
+/// Owners without a row in `users` or `companies` take their status from `owner_status`, and are
+/// `enabled` when they have none there either. The `CASE` is [`Status::effective`] in SQL; statuses
+/// compare case-insensitively because [`Status::parse`] does, with `lower()` rather than
+/// `COLLATE NOCASE`, which would make the whole `CASE` sort case-insensitively.
+macro_rules! keys {
+    () => {
+        "(SELECT k.id, k.digest, k.user_uid, k.user_name, k.company_id, k.company_name, \
+           k.description, k.description_folded, k.read_only, k.scopes, k.status, k.created, \
+           COALESCE(u.status, ou.status, 'enabled') AS user_status, \
+           COALESCE(c.status, oc.status, 'enabled') AS company_status, \
+           CASE \
+             WHEN lower(k.status) <> 'enabled' THEN k.status \
+             WHEN lower(COALESCE(c.status, oc.status, 'enabled')) <> 'enabled' \
+               THEN 'disabledDueToCompany' \
+             WHEN lower(COALESCE(u.status, ou.status, 'enabled')) <> 'enabled' \
+               THEN 'disabledDueToUser' \
+             ELSE 'enabled' \
+           END AS effective_status \
+         FROM api_keys k \
+         LEFT JOIN users u ON u.uid = k.user_uid \
+         LEFT JOIN owner_status ou ON ou.kind = 'user' AND ou.id = k.user_uid \
+         LEFT JOIN companies c ON c.uid = k.company_id \
+         LEFT JOIN owner_status oc ON oc.kind = 'company' AND oc.id = k.company_id) AS r"
+    };
+}
+
+/// The record of one key.
+const GET_KEY: &str = concat!("SELECT r.* FROM ", keys!(), " WHERE r.id = ?");
+
+/// A store in an SQLite database: a file that survives restarts, or memory.
+///
+/// The schema is created and migrated by [`SqliteStore::connect`]. Only one process should write a
+/// file: the store sends no change notifications ([`KeyStore::subscribe`] is `None`), and a
+/// [`KeyRing`](crate::KeyRing) applies its own changes to its index. Cloning shares the connection
+/// pool.
+///
+/// Scopes are stored by name, so application scopes must be registered with [`Scope::register`]
+/// before keys that carry them are read; a name this process does not know makes the record
+/// corrupt, and the request fails closed.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    location: Arc<str>,
+}
+
+impl SqliteStore {
+    /// Opens the database at `url`, creating the file and the schema when missing, and migrates an
+    /// older schema to this version's.
+    ///
+    /// `url` is `sqlite:PATH` or `sqlite://PATH` for a file (opened in WAL mode with foreign keys on
+    /// and a busy timeout), or `sqlite::memory:` for a database that lives as long as the store.
+    /// `Err` when the URL is not an SQLite URL, the file cannot be opened, a migration fails, or the
+    /// file was written by a newer version with a schema this one does not know.
+    pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::backend("not an sqlite: URL"));
+        }
+        let options = SqliteConnectOptions::from_str(url).map_err(StoreError::backend)?;
+        let in_memory = is_memory(url);
+        let options = options
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let (options, pool, location) = if in_memory {
+            // An in-memory database lives only as long as a connection to it: keep exactly one,
+            // open for the life of the pool.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+            (options, pool, ":memory:".to_owned())
+        } else {
+            let path = options.get_filename();
+            if path.as_os_str().is_empty() {
+                // SQLite would give each connection its own temporary database.
+                return Err(StoreError::backend("sqlite URL names no file"));
+            }
+            let location = path.display().to_string();
+            let options = options
+                .journal_mode(SqliteJournalMode::Wal)
+                // Commits survive a crash of the process; a power loss may undo the last ones but
+                // leaves the file consistent.
+                .synchronous(SqliteSynchronous::Normal);
+            let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS);
+            (options, pool, location)
+        };
+        let pool = pool
+            .connect_with(options)
+            .await
+            .map_err(StoreError::backend)?;
+        migrate(&pool).await?;
+        Ok(SqliteStore {
+            pool,
+            location: location.into(),
+        })
+    }
+
+    /// Closes every connection, waiting for those in use to be returned. Calls made afterwards, on
+    /// this store or its clones, fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A transaction that holds the write lock from its first statement, so it never has to upgrade
+    /// a read snapshot another connection has written past.
+    async fn write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::backend)
+    }
+
+    async fn set_owner_status(
+        &self,
+        kind: OwnerKind,
+        id: &str,
+        status: Status,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query(kind.update_account_status())
+            .bind(status.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?
+            .rows_affected();
+        if updated == 0 {
+            sqlx::query(
+                "INSERT INTO owner_status (kind, id, status) VALUES (?, ?, ?) \
+                 ON CONFLICT (kind, id) DO UPDATE SET status = excluded.status",
+            )
+            .bind(kind.as_str())
+            .bind(id)
+            .bind(status.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        }
+        tx.commit().await.map_err(StoreError::backend)
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("location", &self.location)
+            .field("connections", &self.pool.size())
+            .finish()
+    }
+}
+
+/// Whether `url` names an in-memory database, read the way `SqliteConnectOptions` reads it.
+fn is_memory(url: &str) -> bool {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || params.split('&').any(|param| param == "mode=memory")
+}
+
+/// Applies the migrations the database has not seen yet, all in one transaction.
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    // IMMEDIATE takes the write lock before the version is read, so two processes opening the same
+    // new file do not both migrate it.
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(StoreError::backend)?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_version (\
+             version INTEGER NOT NULL PRIMARY KEY, \
+             applied TEXT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::backend)?;
+    let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+    let current = usize::try_from(current)
+        .map_err(|_| StoreError::corrupt(format!("schema version {current}")))?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::backend(format!(
+            "database schema version {current} is newer than this build knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (version, sql) in (1i64..).zip(MIGRATIONS).skip(current) {
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        sqlx::query("INSERT INTO schema_version (version, applied) VALUES (?, ?)")
+            .bind(version)
+            .bind(format_date(OffsetDateTime::now_utc())?)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+    }
+    tx.commit().await.map_err(StoreError::backend)
+}
+
+#[derive(Clone, Copy)]
+enum OwnerKind {
+    User,
+    Company,
+}
+
+impl OwnerKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            OwnerKind::User => "user",
+            OwnerKind::Company => "company",
+        }
+    }
+
+    fn update_account_status(self) -> &'static str {
+        match self {
+            OwnerKind::User => "UPDATE users SET status = ? WHERE uid = ?",
+            OwnerKind::Company => "UPDATE companies SET status = ? WHERE uid = ?",
+        }
+    }
+}
+
+/// A unique or primary key taken is a conflict; anything else, the backend failing.
+fn write_error(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::conflict(),
+        _ => StoreError::backend(e),
+    }
+}
+
+/// One column of `row`; a value of the wrong type (or `NULL`) is a corrupt record.
+fn column<'r, T>(row: &'r SqliteRow, name: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(name).map_err(|e| match e {
+        sqlx::Error::ColumnDecode { .. } => StoreError::corrupt(e),
+        e => StoreError::backend(e),
+    })
+}
+
+fn sql_id(id: KeyId) -> Result<i64, StoreError> {
+    // Key ids are below 2^53, so this never fails for a real id.
+    i64::try_from(id.get()).map_err(|_| StoreError::backend("key id does not fit SQLite INTEGER"))
+}
+
+fn sql_count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn format_date(date: OffsetDateTime) -> Result<String, StoreError> {
+    let utc = date
+        .checked_to_offset(UtcOffset::UTC)
+        .filter(|d| (0..=9999).contains(&d.year()))
+        .ok_or_else(|| StoreError::backend("date outside the years 0000 to 9999"))?;
+    utc.format(DATE_FORMAT).map_err(StoreError::backend)
+}
+
+fn parse_date(text: &str) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|e| StoreError::corrupt(format!("date `{text}`: {e}")))
+}
+
+fn parse_status(text: &str) -> Result<Status, StoreError> {
+    Status::parse(text).ok_or_else(|| StoreError::corrupt(format!("unknown status `{text}`")))
+}
+
+fn parse_flag(value: i64) -> Result<bool, StoreError> {
+    match value {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(StoreError::corrupt(format!(
+            "flag {other} is neither 0 nor 1"
+        ))),
+    }
+}
+
+fn parse_digest(bytes: Vec<u8>) -> Result<SecretDigest, StoreError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(SecretDigest::from_bytes)
+        .map_err(|b| StoreError::corrupt(format!("digest of {} bytes, not 32", b.len())))
+}
+
+/// Scope names, comma-separated: bit positions of application scopes differ between processes.
+fn format_scopes(scopes: Scopes) -> String {
+    scopes.iter().map(Scope::name).collect::<Vec<_>>().join(",")
+}
+
+fn parse_scopes(text: &str) -> Result<Scopes, StoreError> {
+    if text.is_empty() {
+        return Ok(Scopes::EMPTY);
+    }
+    text.split(',').try_fold(Scopes::EMPTY, |set, name| {
+        Scope::lookup(name).map(|s| set.with(s)).ok_or_else(|| {
+            StoreError::corrupt(format!(
+                "unknown scope `{name}` (application scopes must be registered first)"
+            ))
+        })
+    })
+}
+
+fn decode_key(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
+    let raw_id: i64 = column(row, "id")?;
+    let id = u64::try_from(raw_id)
+        .ok()
+        .and_then(KeyId::new)
+        .ok_or_else(|| StoreError::corrupt(format!("key id {raw_id} out of range")))?;
+    // Name the key in any error below, so the bad row can be found.
+    let decode = || -> Result<KeyRecord, StoreError> {
+        Ok(KeyRecord {
+            id,
+            digest: parse_digest(column(row, "digest")?)?,
+            owner: Owner {
+                user_uid: column(row, "user_uid")?,
+                user_name: column(row, "user_name")?,
+                company_id: column(row, "company_id")?,
+                company_name: column(row, "company_name")?,
+            },
+            description: column(row, "description")?,
+            read_only: parse_flag(column(row, "read_only")?)?,
+            scopes: parse_scopes(column(row, "scopes")?)?,
+            status: parse_status(column(row, "status")?)?,
+            user_status: parse_status(column(row, "user_status")?)?,
+            company_status: parse_status(column(row, "company_status")?)?,
+            created: parse_date(column(row, "created")?)?,
+        })
+    };
+    decode().map_err(|e| {
+        if e.is_corrupt() {
+            StoreError::corrupt(format!("key {id}: {e}"))
+        } else {
+            e
+        }
+    })
+}
+
+fn decode_company(row: &SqliteRow) -> Result<Company, StoreError> {
+    Ok(Company {
+        uid: column(row, "uid")?,
+        name: column(row, "name")?,
+        status: parse_status(column(row, "status")?)?,
+    })
+}
+
+fn decode_user(row: &SqliteRow) -> Result<User, StoreError> {
+    let role: &str = column(row, "role")?;
+    Ok(User {
+        uid: column(row, "uid")?,
+        user_name: column(row, "user_name")?,
+        password_hash: column(row, "password_hash")?,
+        role: Role::parse(role)
+            .ok_or_else(|| StoreError::corrupt(format!("unknown role `{role}`")))?,
+        company_id: column(row, "company_id")?,
+        status: parse_status(column(row, "status")?)?,
+        created: parse_date(column(row, "created")?)?,
+    })
+}
+
+fn decode_refresh_token(row: &SqliteRow) -> Result<RefreshToken, StoreError> {
+    Ok(RefreshToken {
+        digest: parse_digest(column(row, "digest")?)?,
+        user_uid: column(row, "user_uid")?,
+        read_only: parse_flag(column(row, "read_only")?)?,
+        expires: parse_date(column(row, "expires")?)?,
+    })
+}
+
+/// The `WHERE` clause of a listing: [`ListQuery::matches`] in SQL.
+fn push_filters(sql: &mut QueryBuilder<'_, Sqlite>, query: &ListQuery) {
+    sql.push(" WHERE 1 = 1");
+    if let Some(uid) = &query.user_uid {
+        sql.push(" AND r.user_uid = ").push_bind(uid.clone());
+    }
+    if let Some(status) = query.status {
+        sql.push(" AND r.effective_status = ")
+            .push_bind(status.as_str())
+            .push(" COLLATE NOCASE");
+    }
+    if let Some(needle) = &query.description_contains {
+        // Both sides lowercased by Rust's Unicode rules, as `ListQuery::matches` does.
+        sql.push(" AND instr(r.description_folded, ")
+            .push_bind(needle.to_lowercase())
+            .push(") > 0");
+    }
+}
+
+/// The `ORDER BY` clause of a listing: [`ListQuery::apply`]'s order, ties broken by key id.
+fn push_order(sql: &mut QueryBuilder<'_, Sqlite>, query: &ListQuery) {
+    let field = match query.sort {
+        SortField::Id => None,
+        SortField::CreationDate => Some("r.created"),
+        SortField::Description => Some("r.description"),
+        SortField::UserName => Some("r.user_name"),
+        SortField::Status => Some("r.effective_status"),
+    };
+    let direction = if query.descending { " DESC" } else { "" };
+    sql.push(" ORDER BY ");
+    if let Some(field) = field {
+        sql.push(field).push(direction).push(", ");
+    }
+    sql.push("r.id").push(direction);
+}
+
+/// One page of a table and its row count, read in one snapshot.
+async fn page<T>(
+    pool: &SqlitePool,
+    count: &'static str,
+    select: &'static str,
+    offset: u64,
+    limit: u64,
+    decode: fn(&SqliteRow) -> Result<T, StoreError>,
+) -> Result<Page<T>, StoreError> {
+    let mut tx = pool.begin().await.map_err(StoreError::backend)?;
+    let total: i64 = sqlx::query_scalar(count)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+    let rows = sqlx::query(select)
+        .bind(sql_count(limit))
+        .bind(sql_count(offset))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+    tx.commit().await.map_err(StoreError::backend)?;
+    Ok(Page {
+        items: rows.iter().map(decode).collect::<Result<_, _>>()?,
+        total: u64::try_from(total).unwrap_or(0),
+    })
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let row = sqlx::query(GET_KEY)
+            .bind(sql_id(id)?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        row.as_ref().map(decode_key).transpose()
+    }
+
+    async fn insert(&self, record: KeyRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, digest, user_uid, user_name, company_id, company_name, \
+             description, description_folded, read_only, scopes, status, created) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(sql_id(record.id)?)
+        .bind(&record.digest.as_bytes()[..])
+        .bind(&record.owner.user_uid)
+        .bind(&record.owner.user_name)
+        .bind(&record.owner.company_id)
+        .bind(&record.owner.company_name)
+        .bind(&record.description)
+        .bind(record.description.to_lowercase())
+        .bind(record.read_only)
+        .bind(format_scopes(record.scopes))
+        .bind(record.status.as_str())
+        .bind(format_date(record.created)?)
+        .execute(&self.pool)
+        .await
+        .map_err(write_error)?;
+        Ok(())
+    }
+
+    async fn update(&self, id: KeyId, update: KeyUpdate) -> Result<Option<KeyRecord>, StoreError> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query(
+            "UPDATE api_keys SET status = COALESCE(?, status), \
+             description = COALESCE(?, description), \
+             description_folded = COALESCE(?, description_folded) \
+             WHERE id = ?",
+        )
+        .bind(update.status.map(Status::as_str))
+        .bind(update.description.as_deref())
+        .bind(update.description.as_deref().map(str::to_lowercase))
+        .bind(sql_id(id)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(None);
+        }
+        let row = sqlx::query(GET_KEY)
+            .bind(sql_id(id)?)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        // Decoded before the commit: a record that cannot be returned is not changed either.
+        let record = decode_key(&row)?;
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(Some(record))
+    }
+
+    async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("DELETE FROM api_keys WHERE id = ?")
+            .bind(sql_id(id)?)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::backend)?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page<KeyRecord>, StoreError> {
+        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM ");
+        count.push(keys!());
+        push_filters(&mut count, query);
+        let mut select = QueryBuilder::new("SELECT r.* FROM ");
+        select.push(keys!());
+        push_filters(&mut select, query);
+        push_order(&mut select, query);
+        select
+            .push(" LIMIT ")
+            .push_bind(sql_count(query.limit))
+            .push(" OFFSET ")
+            .push_bind(sql_count(query.offset));
+        // One read transaction: the total and the page come from the same snapshot.
+        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+        let total: i64 = count
+            .build_query_scalar()
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        let rows = select
+            .build()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(Page {
+            items: rows.iter().map(decode_key).collect::<Result<_, _>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    async fn set_user_status(&self, user_uid: &str, status: Status) -> Result<(), StoreError> {
+        self.set_owner_status(OwnerKind::User, user_uid, status)
+            .await
+    }
+
+    async fn set_company_status(&self, company_id: &str, status: Status) -> Result<(), StoreError> {
+        self.set_owner_status(OwnerKind::Company, company_id, status)
+            .await
+    }
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn create_company(&self, company: Company) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO companies (uid, name, status) VALUES (?, ?, ?)")
+            .bind(&company.uid)
+            .bind(&company.name)
+            .bind(company.status.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?;
+        // From now on the company's row holds its status.
+        sqlx::query("DELETE FROM owner_status WHERE kind = 'company' AND id = ?")
+            .bind(&company.uid)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        tx.commit().await.map_err(StoreError::backend)
+    }
+
+    async fn company(&self, uid: &str) -> Result<Option<Company>, StoreError> {
+        let row = sqlx::query("SELECT uid, name, status FROM companies WHERE uid = ?")
+            .bind(uid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        row.as_ref().map(decode_company).transpose()
+    }
+
+    async fn list_companies(&self, offset: u64, limit: u64) -> Result<Page<Company>, StoreError> {
+        page(
+            &self.pool,
+            "SELECT COUNT(*) FROM companies",
+            "SELECT uid, name, status FROM companies ORDER BY name, uid LIMIT ? OFFSET ?",
+            offset,
+            limit,
+            decode_company,
+        )
+        .await
+    }
+
+    async fn create_user(&self, user: User) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO users (uid, user_name, password_hash, role, company_id, status, created) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&user.uid)
+        .bind(&user.user_name)
+        .bind(&user.password_hash)
+        .bind(user.role.as_str())
+        .bind(&user.company_id)
+        .bind(user.status.as_str())
+        .bind(format_date(user.created)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error)?;
+        // From now on the user's row holds their status.
+        sqlx::query("DELETE FROM owner_status WHERE kind = 'user' AND id = ?")
+            .bind(&user.uid)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        tx.commit().await.map_err(StoreError::backend)
+    }
+
+    async fn user(&self, uid: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT uid, user_name, password_hash, role, company_id, status, created \
+             FROM users WHERE uid = ?",
+        )
+        .bind(uid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        row.as_ref().map(decode_user).transpose()
+    }
+
+    async fn user_by_name(&self, user_name: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT uid, user_name, password_hash, role, company_id, status, created \
+             FROM users WHERE user_name = ?",
+        )
+        .bind(user_name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        row.as_ref().map(decode_user).transpose()
+    }
+
+    async fn list_users(&self, offset: u64, limit: u64) -> Result<Page<User>, StoreError> {
+        page(
+            &self.pool,
+            "SELECT COUNT(*) FROM users",
+            "SELECT uid, user_name, password_hash, role, company_id, status, created \
+             FROM users ORDER BY user_name, uid LIMIT ? OFFSET ?",
+            offset,
+            limit,
+            decode_user,
+        )
+        .await
+    }
+
+    async fn put_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (digest, user_uid, read_only, expires) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (digest) DO UPDATE SET user_uid = excluded.user_uid, \
+             read_only = excluded.read_only, expires = excluded.expires",
+        )
+        .bind(&token.digest.as_bytes()[..])
+        .bind(&token.user_uid)
+        .bind(token.read_only)
+        .bind(format_date(token.expires)?)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn take_refresh_token(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<RefreshToken>, StoreError> {
+        // One statement finds and removes the token, so two requests cannot both use it.
+        let mut tx = self.write().await?;
+        let row = sqlx::query(
+            "DELETE FROM refresh_tokens WHERE digest = ? \
+             RETURNING digest, user_uid, read_only, expires",
+        )
+        .bind(&digest.as_bytes()[..])
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+        // A token that cannot be decoded stays where it is, to be looked at.
+        let token = row.as_ref().map(decode_refresh_token).transpose()?;
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(token)
+    }
+
+    async fn revoke_refresh_tokens(&self, user_uid: &str) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM refresh_tokens WHERE user_uid = ?")
+            .bind(user_uid)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::backend)?
+            .rows_affected();
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    /// A directory under the system temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let path = std::env::temp_dir().join(format!(
+                "tower-api-key-unit-{name}-{}-{nanos}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&path).expect("temp dir is created");
+            Self(path)
+        }
+
+        fn url(&self) -> String {
+            format!("sqlite://{}", self.0.join("keys.db").display())
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    async fn memory() -> SqliteStore {
+        SqliteStore::connect("sqlite::memory:")
+            .await
+            .expect("in-memory database opens")
+    }
+
+    fn owner(user: &str, company: &str) -> Owner {
+        Owner {
+            user_uid: format!("u-{user}"),
+            user_name: user.to_owned(),
+            company_id: format!("c-{company}"),
+            company_name: company.to_owned(),
+        }
+    }
+
+    fn id(raw: u64) -> KeyId {
+        KeyId::new(raw).expect("valid key id")
+    }
+
+    fn record(raw: u64, owner: Owner, description: &str, created: OffsetDateTime) -> KeyRecord {
+        KeyRecord {
+            id: id(raw),
+            digest: SecretDigest::from_bytes([raw as u8; 32]),
+            owner,
+            description: description.to_owned(),
+            read_only: raw % 2 == 0,
+            scopes: Scopes::from([Scope::REST]),
+            status: Status::Enabled,
+            user_status: Status::Enabled,
+            company_status: Status::Enabled,
+            created,
+        }
+    }
+
+    fn alice_key(raw: u64) -> KeyRecord {
+        record(
+            raw,
+            owner("alice", "Alpha"),
+            "CI",
+            datetime!(2024-05-01 12:00 UTC),
+        )
+    }
+
+    fn user(uid: &str, name: &str, status: Status) -> User {
+        User {
+            uid: uid.to_owned(),
+            user_name: name.to_owned(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+            role: Role::User,
+            company_id: "c-Alpha".to_owned(),
+            status,
+            created: datetime!(2024-01-01 0:00 UTC),
+        }
+    }
+
+    async fn exec(store: &SqliteStore, sql: &str) {
+        sqlx::raw_sql(sql)
+            .execute(&store.pool)
+            .await
+            .expect("raw statement runs");
+    }
+
+    #[tokio::test]
+    async fn reopening_a_file_applies_each_migration_once() {
+        let dir = TempDir::new("reopen");
+        let store = SqliteStore::connect(&dir.url()).await.expect("created");
+        store.insert(alice_key(7)).await.expect("inserted");
+        store.close().await;
+        drop(store);
+
+        let store = SqliteStore::connect(&dir.url()).await.expect("reopened");
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
+                .fetch_all(&store.pool)
+                .await
+                .expect("versions");
+        let expected: Vec<i64> = (1..=MIGRATIONS.len() as i64).collect();
+        assert_eq!(versions, expected);
+        assert_eq!(store.get(id(7)).await.expect("read"), Some(alice_key(7)));
+
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&store.pool)
+            .await
+            .expect("pragma");
+        assert_eq!(journal, "wal");
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&store.pool)
+            .await
+            .expect("pragma");
+        assert_eq!(foreign_keys, 1);
+    }
+
+    #[tokio::test]
+    async fn a_schema_newer_than_this_build_is_refused() {
+        let dir = TempDir::new("newer");
+        let store = SqliteStore::connect(&dir.url()).await.expect("created");
+        exec(
+            &store,
+            "INSERT INTO schema_version (version, applied) VALUES (999, 'later')",
+        )
+        .await;
+        store.close().await;
+        let err = SqliteStore::connect(&dir.url())
+            .await
+            .expect_err("newer schema refused");
+        assert!(err.to_string().contains("999"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn urls_that_name_no_sqlite_database_are_refused() {
+        for url in [
+            "postgres://localhost/keys",
+            "keys.db",
+            "sqlite:",
+            "sqlite://",
+        ] {
+            assert!(SqliteStore::connect(url).await.is_err(), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_databases_are_separate_and_shared_by_clones() {
+        let a = memory().await;
+        let b = memory().await;
+        a.insert(alice_key(7)).await.expect("inserted");
+        assert!(a.clone().get(id(7)).await.expect("read").is_some());
+        assert!(b.get(id(7)).await.expect("read").is_none());
+        assert!(format!("{a:?}").starts_with("SqliteStore { location: \":memory:\""));
+    }
+
+    #[tokio::test]
+    async fn missing_keys_are_reported_as_absent() {
+        let store = memory().await;
+        assert_eq!(store.get(id(1)).await.expect("read"), None);
+        assert_eq!(
+            store
+                .update(id(1), KeyUpdate::status(Status::Disabled))
+                .await
+                .expect("update"),
+            None
+        );
+        assert!(!store.delete(id(1)).await.expect("delete"));
+        store.insert(alice_key(1)).await.expect("inserted");
+        assert!(store.delete(id(1)).await.expect("delete"));
+        assert!(!store.delete(id(1)).await.expect("delete"));
+    }
+
+    #[tokio::test]
+    async fn taken_ids_and_names_are_conflicts() {
+        let store = memory().await;
+        store.insert(alice_key(7)).await.expect("inserted");
+        let mut again = alice_key(7);
+        again.description = "other".into();
+        assert!(store.insert(again).await.unwrap_err().is_conflict());
+        assert_eq!(store.get(id(7)).await.expect("read"), Some(alice_key(7)));
+
+        let company = Company {
+            uid: "c-Alpha".into(),
+            name: "Alpha".into(),
+            status: Status::Enabled,
+        };
+        store
+            .create_company(company.clone())
+            .await
+            .expect("created");
+        let same_name = Company {
+            uid: "c-other".into(),
+            ..company.clone()
+        };
+        assert!(store
+            .create_company(same_name)
+            .await
+            .unwrap_err()
+            .is_conflict());
+        assert!(store
+            .create_company(company)
+            .await
+            .unwrap_err()
+            .is_conflict());
+
+        store
+            .create_user(user("u-alice", "alice", Status::Enabled))
+            .await
+            .expect("created");
+        assert!(store
+            .create_user(user("u-alice", "alice2", Status::Enabled))
+            .await
+            .unwrap_err()
+            .is_conflict());
+        assert!(store
+            .create_user(user("u-other", "alice", Status::Enabled))
+            .await
+            .unwrap_err()
+            .is_conflict());
+    }
+
+    #[tokio::test]
+    async fn a_failed_create_user_leaves_the_owner_status_in_place() {
+        let store = memory().await;
+        store
+            .create_user(user("u-alice", "alice", Status::Enabled))
+            .await
+            .expect("created");
+        store
+            .set_user_status("u-bob", Status::Disabled)
+            .await
+            .expect("set");
+        // Name taken: the insert fails, so the status must not move out of `owner_status`.
+        let err = store
+            .create_user(user("u-bob", "alice", Status::Enabled))
+            .await
+            .unwrap_err();
+        assert!(err.is_conflict());
+        store
+            .insert(record(
+                3,
+                owner("bob", "Alpha"),
+                "x",
+                datetime!(2024-05-01 0:00 UTC),
+            ))
+            .await
+            .expect("inserted");
+        let key = store.get(id(3)).await.expect("read").expect("exists");
+        assert_eq!(key.user_status, Status::Disabled);
+    }
+
+    #[tokio::test]
+    async fn owner_status_moves_into_accounts_created_later() {
+        let store = memory().await;
+        let oracle = MemoryStore::new();
+        let key = alice_key(5);
+        for s in [&store as &dyn KeyStore, &oracle] {
+            s.insert(key.clone()).await.expect("inserted");
+            s.set_user_status("u-alice", Status::Disabled)
+                .await
+                .expect("set");
+            s.set_company_status("c-Alpha", Status::DisabledDueToTenant)
+                .await
+                .expect("set");
+        }
+        assert_eq!(
+            store.get(key.id).await.expect("read"),
+            oracle.get(key.id).await.expect("read")
+        );
+
+        // The account's own status wins over what was set for the owner before it existed.
+        let alice = user("u-alice", "alice", Status::Enabled);
+        let alpha = Company {
+            uid: "c-Alpha".into(),
+            name: "Alpha".into(),
+            status: Status::Enabled,
+        };
+        store.create_user(alice.clone()).await.expect("created");
+        oracle.create_user(alice.clone()).await.expect("created");
+        store.create_company(alpha.clone()).await.expect("created");
+        oracle.create_company(alpha.clone()).await.expect("created");
+        let read = store.get(key.id).await.expect("read").expect("exists");
+        assert_eq!(read.user_status, Status::Enabled);
+        assert_eq!(read.company_status, Status::Enabled);
+        assert_eq!(Some(read), oracle.get(key.id).await.expect("read"));
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM owner_status")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count");
+        assert_eq!(rows, 0);
+
+        store
+            .set_user_status("u-alice", Status::Disabled)
+            .await
+            .expect("set");
+        oracle
+            .set_user_status("u-alice", Status::Disabled)
+            .await
+            .expect("set");
+        let account = store.user("u-alice").await.expect("read").expect("exists");
+        assert_eq!(account.status, Status::Disabled);
+        assert_eq!(Some(account), oracle.user("u-alice").await.expect("read"));
+        assert_eq!(
+            store.get(key.id).await.expect("read"),
+            oracle.get(key.id).await.expect("read")
+        );
+    }
+
+    #[tokio::test]
+    async fn corrupt_key_rows_are_reported_as_corrupt() {
+        let cases = [
+            "UPDATE api_keys SET digest = zeroblob(31)",
+            "UPDATE api_keys SET digest = 'not a blob'",
+            "UPDATE api_keys SET scopes = 'rest,no-such-scope'",
+            "UPDATE api_keys SET scopes = 'rest,'",
+            "UPDATE api_keys SET created = 'yesterday'",
+            "UPDATE api_keys SET status = 'bogus'",
+            "UPDATE api_keys SET read_only = 2",
+            "UPDATE api_keys SET read_only = 'yes'",
+            "UPDATE api_keys SET user_name = x'00ff'",
+            "INSERT INTO owner_status (kind, id, status) VALUES ('user', 'u-alice', 'bogus')",
+            "INSERT INTO owner_status (kind, id, status) VALUES ('company', 'c-Alpha', '')",
+        ];
+        for sql in cases {
+            let store = memory().await;
+            store.insert(alice_key(7)).await.expect("inserted");
+            exec(&store, sql).await;
+            let err = store.get(id(7)).await.expect_err(sql);
+            assert!(err.is_corrupt(), "{sql}: {err}");
+            assert!(err.to_string().contains("key 7"), "{sql}: {err}");
+            let err = store.list(&ListQuery::default()).await.expect_err(sql);
+            assert!(err.is_corrupt(), "{sql}: {err}");
+        }
+
+        let store = memory().await;
+        store.insert(alice_key(7)).await.expect("inserted");
+        exec(&store, "UPDATE api_keys SET id = -7").await;
+        let err = store.list(&ListQuery::default()).await.unwrap_err();
+        assert!(err.is_corrupt(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_update_that_cannot_be_read_back_changes_nothing() {
+        let store = memory().await;
+        store.insert(alice_key(7)).await.expect("inserted");
+        exec(&store, "UPDATE api_keys SET scopes = 'no-such-scope'").await;
+        let err = store
+            .update(id(7), KeyUpdate::status(Status::Disabled))
+            .await
+            .unwrap_err();
+        assert!(err.is_corrupt());
+        let status: String = sqlx::query_scalar("SELECT status FROM api_keys WHERE id = 7")
+            .fetch_one(&store.pool)
+            .await
+            .expect("read");
+        assert_eq!(status, "enabled");
+    }
+
+    #[tokio::test]
+    async fn corrupt_account_rows_are_reported_as_corrupt() {
+        let store = memory().await;
+        store
+            .create_user(user("u-alice", "alice", Status::Enabled))
+            .await
+            .expect("created");
+        exec(&store, "UPDATE users SET role = 'root'").await;
+        assert!(store.user("u-alice").await.unwrap_err().is_corrupt());
+        assert!(store.user_by_name("alice").await.unwrap_err().is_corrupt());
+        assert!(store.list_users(0, 10).await.unwrap_err().is_corrupt());
+        exec(&store, "UPDATE users SET role = 'user', status = 'bogus'").await;
+        assert!(store.user("u-alice").await.unwrap_err().is_corrupt());
+        exec(
+            &store,
+            "UPDATE users SET status = 'enabled', created = '2024'",
+        )
+        .await;
+        assert!(store.user("u-alice").await.unwrap_err().is_corrupt());
+
+        store
+            .create_company(Company {
+                uid: "c-Alpha".into(),
+                name: "Alpha".into(),
+                status: Status::Enabled,
+            })
+            .await
+            .expect("created");
+        exec(&store, "UPDATE companies SET status = 'bogus'").await;
+        assert!(store.company("c-Alpha").await.unwrap_err().is_corrupt());
+        assert!(store.list_companies(0, 10).await.unwrap_err().is_corrupt());
+
+        let digest = SecretDigest::from_bytes([9; 32]);
+        store
+            .put_refresh_token(RefreshToken {
+                digest,
+                user_uid: "u-alice".into(),
+                read_only: false,
+                expires: datetime!(2030-01-01 0:00 UTC),
+            })
+            .await
+            .expect("stored");
+        exec(&store, "UPDATE refresh_tokens SET expires = 'soon'").await;
+        assert!(store
+            .take_refresh_token(&digest)
+            .await
+            .unwrap_err()
+            .is_corrupt());
+        // Rolled back: the token is still there to be looked at.
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count");
+        assert_eq!(left, 1);
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_are_taken_once() {
+        let store = memory().await;
+        let token = |byte: u8, uid: &str| RefreshToken {
+            digest: SecretDigest::from_bytes([byte; 32]),
+            user_uid: uid.to_owned(),
+            read_only: byte % 2 == 0,
+            expires: datetime!(2030-01-01 0:00:00.5 +01:00),
+        };
+        store.put_refresh_token(token(1, "u-a")).await.expect("put");
+        store.put_refresh_token(token(2, "u-a")).await.expect("put");
+        store.put_refresh_token(token(3, "u-b")).await.expect("put");
+        // Putting the same digest again replaces the token.
+        store.put_refresh_token(token(3, "u-c")).await.expect("put");
+
+        let digest = SecretDigest::from_bytes([1; 32]);
+        let taken = store.take_refresh_token(&digest).await.expect("take");
+        assert_eq!(taken, Some(token(1, "u-a")));
+        assert_eq!(store.take_refresh_token(&digest).await.expect("take"), None);
+        assert_eq!(store.revoke_refresh_tokens("u-a").await.expect("revoke"), 1);
+        assert_eq!(store.revoke_refresh_tokens("u-b").await.expect("revoke"), 0);
+        let third = store
+            .take_refresh_token(&SecretDigest::from_bytes([3; 32]))
+            .await
+            .expect("take");
+        assert_eq!(third, Some(token(3, "u-c")));
+    }
+
+    #[test]
+    fn dates_keep_nanoseconds_and_sort_as_text() {
+        let date = datetime!(2020-08-18 16:02:26.0136931 +02:00);
+        let text = format_date(date).expect("formats");
+        assert_eq!(text, "2020-08-18T14:02:26.013693100Z");
+        assert_eq!(parse_date(&text).expect("parses"), date);
+
+        let ordered = [
+            datetime!(0000-01-01 0:00 UTC),
+            datetime!(1999-12-31 23:59:59.999999999 UTC),
+            datetime!(2000-01-01 1:00 +01:00),
+            datetime!(2000-01-01 0:00:00.000000001 UTC),
+            datetime!(2000-01-01 0:00:00.1 UTC),
+            datetime!(9999-12-31 23:59:59 UTC),
+        ];
+        for pair in ordered.windows(2) {
+            let (a, b) = (format_date(pair[0]), format_date(pair[1]));
+            assert!(a.expect("formats") < b.expect("formats"), "{pair:?}");
+        }
+        assert!(format_date(datetime!(-0001-12-31 0:00 UTC)).is_err());
+        assert!(format_date(datetime!(9999-12-31 23:00 -02:00)).is_err());
+    }
+
+    #[test]
+    fn scopes_are_stored_by_name() {
+        let billing = Scope::register("sqlite-test.billing").expect("registers");
+        let scopes = Scopes::from([Scope::REST, billing, Scope::UI]);
+        let text = format_scopes(scopes);
+        assert_eq!(text, format!("ui,rest,{}", billing.name()));
+        assert_eq!(parse_scopes(&text).expect("parses"), scopes);
+        assert_eq!(parse_scopes("").expect("parses"), Scopes::EMPTY);
+        assert!(parse_scopes(" rest").unwrap_err().is_corrupt());
+    }
+
+    /// Keys that exercise every ordering: equal fields broken by id, case and accents, offsets.
+    fn oracle_records() -> Vec<KeyRecord> {
+        let t = datetime!(2024-05-01 12:00 UTC);
+        let mut records = vec![
+            record(40, owner("alice", "Alpha"), "CI", t),
+            record(3, owner("alice", "Alpha"), "ci deploy", t),
+            record(17, owner("bob", "Beta"), "Émile's key", t),
+            record(
+                9,
+                owner("Émile", "Beta"),
+                "ÉMILE backup",
+                datetime!(2024-05-01 13:00 +01:00),
+            ),
+            record(
+                25,
+                owner("zoë", "Gamma"),
+                "zeta",
+                datetime!(2023-01-01 0:00 UTC),
+            ),
+            record(
+                6,
+                owner("carol", "Alpha"),
+                "Alpha",
+                datetime!(2025-02-03 4:05:06.7 UTC),
+            ),
+            record(
+                12,
+                owner("carol", "Alpha"),
+                "alpha",
+                datetime!(2025-02-03 4:05:06.7 UTC),
+            ),
+            record(1 << 52, owner("dave", "Delta"), "big id", t),
+            record(
+                31,
+                owner("erin", "External"),
+                "CI",
+                datetime!(2020-01-01 0:00 -05:00),
+            ),
+            record(8, owner("bob", "Beta"), "CI", t),
+        ];
+        records[1].status = Status::Disabled;
+        records[4].status = Status::DisabledDueToSystem;
+        records[6].status = Status::Unknown;
+        records[7].scopes = Scopes::EMPTY;
+        records[8].scopes = Scopes::from([Scope::UI, Scope::INTEGRATION]);
+        records
+    }
+
+    #[tokio::test]
+    async fn list_agrees_with_list_query_apply() {
+        let store = memory().await;
+        let oracle = MemoryStore::new();
+        for s in [&store as &dyn KeyStore, &oracle] {
+            for r in oracle_records() {
+                s.insert(r).await.expect("inserted");
+            }
+            s.set_user_status("u-bob", Status::Disabled)
+                .await
+                .expect("set");
+            s.set_company_status("c-Gamma", Status::Disabled)
+                .await
+                .expect("set");
+            s.set_company_status("c-Delta", Status::DisabledDueToTenant)
+                .await
+                .expect("set");
+        }
+        for a in [&store as &dyn AccountStore, &oracle] {
+            a.create_user(user("u-carol", "carol", Status::Disabled))
+                .await
+                .expect("created");
+            a.create_company(Company {
+                uid: "c-Alpha".into(),
+                name: "Alpha".into(),
+                status: Status::Enabled,
+            })
+            .await
+            .expect("created");
+        }
+
+        let sorts = [
+            SortField::Id,
+            SortField::CreationDate,
+            SortField::Description,
+            SortField::UserName,
+            SortField::Status,
+        ];
+        let filters = [
+            ListQuery::default(),
+            ListQuery {
+                user_uid: Some("u-alice".into()),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                user_uid: Some("u-nobody".into()),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                status: Some(Status::Enabled),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                status: Some(Status::DisabledDueToUser),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                status: Some(Status::DisabledDueToCompany),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                status: Some(Status::Unknown),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                description_contains: Some("émile".into()),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                description_contains: Some("CI".into()),
+                status: Some(Status::Enabled),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                description_contains: Some(String::new()),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                description_contains: Some("%".into()),
+                ..ListQuery::default()
+            },
+        ];
+        let pages = [
+            (0, 100),
+            (0, 3),
+            (2, 4),
+            (9, 5),
+            (50, 5),
+            (0, 0),
+            (1, u64::MAX),
+        ];
+        let mut checked = 0;
+        for filter in &filters {
+            for sort in sorts {
+                for descending in [false, true] {
+                    for (offset, limit) in pages {
+                        let query = ListQuery {
+                            sort,
+                            descending,
+                            offset,
+                            limit,
+                            ..filter.clone()
+                        };
+                        let got = store.list(&query).await.expect("listed");
+                        let want = oracle.list(&query).await.expect("listed");
+                        assert_eq!(got, want, "{query:?}");
+                        checked += got.items.len();
+                    }
+                }
+            }
+        }
+        assert!(checked > 0);
+    }
+}
