@@ -264,6 +264,9 @@ async fn key_lifecycle_from_token_to_delete() {
     let server = start(MemoryStore::new()).await;
     let admin = server.login("admin", ADMIN_PASSWORD).await;
     let uid = server.admin_uid.clone();
+    let me = server.get("/api/v3/users/me", Some(&admin.access)).await;
+    assert_eq!(me.json["data"]["instanceUid"], uid.as_str());
+    assert_eq!(me.json["data"]["role"], "administrator");
 
     let reply = server
         .post(
@@ -1056,6 +1059,12 @@ async fn who_may_do_what() {
         (
             Method::GET,
             "/api/v3/users".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            Method::GET,
+            "/api/v3/users/me".into(),
             None,
             [200, 200, 200, 200, 401],
         ),

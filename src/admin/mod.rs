@@ -32,6 +32,7 @@
 //! | `POST /token` | anyone | form `grant_type=password` (`username`, `password`) or `grant_type=refresh_token` (`refresh_token`), optional `readOnly=true` → `{"access_token","token_type":"bearer","refresh_token","expires_in"}` |
 //! | `POST /users` | administrators | `{"userName","credentials":{"password"},"role","organizationUid","status"}` |
 //! | `GET /users` | anyone signed in | administrators: all users; others: themselves |
+//! | `GET /users/me` | anyone signed in | the caller's own user (its `instanceUid` is the `userUid` of the paths below) |
 //! | `GET /users/{userUid}` | self, administrators | one user |
 //! | `PATCH /users/{userUid}` | administrators | JSON Patch `replace` on `/status`: all the user's keys follow |
 //! | `DELETE /users/{userUid}/tokens` | self, administrators | revokes the user's refresh tokens |
@@ -170,6 +171,7 @@ impl Admin {
         });
         let protected = Router::new()
             .route("/users", get(users::list).post(users::create))
+            .route("/users/me", get(users::me))
             .route("/users/logins", get(keys::list_all))
             .route("/users/{userUid}", get(users::get).patch(users::patch))
             .route("/users/{userUid}/tokens", delete(users::revoke_tokens))

@@ -184,6 +184,11 @@ pub(crate) async fn list(
     ))
 }
 
+/// `GET /users/me`: the caller's own user (VSPC's "Get Current User"), to learn one's UID.
+pub(crate) async fn me(caller: Caller) -> Response {
+    json_response(StatusCode::OK, &json!({ "data": user_json(&caller.user) }))
+}
+
 /// `GET /users/{userUid}`.
 pub(crate) async fn get(
     State(state): State<AppState>,
