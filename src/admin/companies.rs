@@ -2,28 +2,19 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use http::StatusCode;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::error::{json_response, ApiError};
+use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryPairs};
+use super::model::{collection, data, CompanyBody};
 use super::patch::{self, settable_status};
-use super::query::{collection, paging};
+use super::query::paging;
 use super::state::{AppState, Caller};
 use super::users::valid_name;
 use crate::identity::Status;
 use crate::store::Company;
 
 const COMPANY_UID: &str = "companyUid";
-
-/// A company as the API shows it, with VSPC's property names.
-pub(crate) fn company_json(company: &Company) -> Value {
-    json!({
-        "instanceUid": company.uid,
-        "name": company.name,
-        "status": company.status,
-    })
-}
 
 /// `POST /organizations/companies` (administrators): `{"name": "…", "status": "enabled"|"disabled"}`.
 pub(crate) async fn create(
@@ -68,10 +59,7 @@ pub(crate) async fn create(
         })?;
     #[cfg(feature = "tracing")]
     tracing::info!(company_uid = %company.uid, by = %caller.user.uid, "company created");
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "data": company_json(&company) }),
-    ))
+    Ok(data(CompanyBody::from(&company)))
 }
 
 /// `GET /organizations/companies`: administrators see every company, others their own.
@@ -98,11 +86,8 @@ pub(crate) async fn list(
         let own = if paging.offset == 0 { own } else { Vec::new() };
         (own, total)
     };
-    let companies: Vec<Value> = companies.iter().map(company_json).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &collection(&companies, total, paging.offset),
-    ))
+    let companies: Vec<CompanyBody<'_>> = companies.iter().map(CompanyBody::from).collect();
+    Ok(collection(&companies, total, paging.offset))
 }
 
 /// `GET /organizations/companies/{companyUid}`: administrators, or members of the company.
@@ -118,10 +103,7 @@ pub(crate) async fn get(
         ));
     }
     let company = state.company_or_404(uid, COMPANY_UID).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "data": company_json(&company) }),
-    ))
+    Ok(data(CompanyBody::from(&company)))
 }
 
 /// `PATCH /organizations/companies/{companyUid}` (administrators): JSON Patch `replace` on `/status`.
@@ -140,10 +122,7 @@ pub(crate) async fn patch(
     }
     let company = state.company_or_404(uid, COMPANY_UID).await?;
     let Some(status) = status else {
-        return Ok(json_response(
-            StatusCode::OK,
-            &json!({ "data": company_json(&company) }),
-        ));
+        return Ok(data(CompanyBody::from(&company)));
     };
     // Administrators cannot lock themselves out: nobody could undo it through the API.
     if uid == caller.user.company_id && !status.is_enabled() {
@@ -156,8 +135,5 @@ pub(crate) async fn patch(
     #[cfg(feature = "tracing")]
     tracing::info!(company_uid = uid, status = status.as_str(), by = %caller.user.uid, "company status changed");
     let company = state.company_or_404(uid, COMPANY_UID).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "data": company_json(&company) }),
-    ))
+    Ok(data(CompanyBody::from(&company)))
 }

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use axum::response::{IntoResponse, Response};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
 use http::{HeaderValue, StatusCode};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 
 use crate::rejection::{Reason, Rejection};
 use crate::store::StoreError;
@@ -155,22 +155,41 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// `{"errors":[…]}`.
+#[derive(Serialize)]
+struct Errors<'a> {
+    errors: [ErrorItem<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorItem<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameter_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    property_name: Option<&'a str>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = Map::new();
-        error.insert("message".into(), Value::from(self.message.into_owned()));
-        error.insert("type".into(), Value::from(self.kind));
-        error.insert("code".into(), Value::from(self.status.as_u16()));
-        match self.field {
-            Some(Field::Parameter(name)) => {
-                error.insert("parameterName".into(), Value::from(name.into_owned()));
-            }
-            Some(Field::Property(name)) => {
-                error.insert("propertyName".into(), Value::from(name.into_owned()));
-            }
-            None => {}
-        }
-        let body = json!({ "errors": [Value::Object(error)] });
+        let (parameter_name, property_name) = match &self.field {
+            Some(Field::Parameter(name)) => (Some(name.as_ref()), None),
+            Some(Field::Property(name)) => (None, Some(name.as_ref())),
+            None => (None, None),
+        };
+        let body = Errors {
+            errors: [ErrorItem {
+                message: &self.message,
+                kind: self.kind,
+                code: self.status.as_u16(),
+                parameter_name,
+                property_name,
+            }],
+        };
         json_response(self.status, &body)
     }
 }
@@ -182,25 +201,30 @@ pub(crate) fn invalid_identity(reason: Reason) -> Response {
 }
 
 /// A JSON response with `status`.
-pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
+pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
+    let (status, text) = match serde_json::to_string(body) {
+        Ok(text) => (status, text),
+        // Our own types always serialize; should one not, say so in the envelope's words.
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"errors":[{"message":"The response could not be written.","type":"transport","code":500}]}"#
+                .to_owned(),
+        ),
+    };
+    let mut response = (status, text).into_response();
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
-/// A JSON response that carries a secret (a new key, a token): never stored by caches (RFC 6749 §5.1).
-pub(crate) fn secret_response(body: &Value) -> Response {
-    let mut response = json_response(StatusCode::OK, body);
-    no_store(&mut response);
-    response
-}
-
-fn no_store(response: &mut Response) {
+/// Marks a response that carries a secret (a new key, a token) as never to be stored by caches
+/// (RFC 6749 §5.1).
+pub(crate) fn no_store(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    response
 }
 
 /// An OAuth 2 error of the token endpoint (RFC 6749 §5.2).
@@ -250,6 +274,13 @@ impl OAuthError {
     }
 }
 
+/// RFC 6749 §5.2's error body.
+#[derive(Serialize)]
+struct OAuthBody<'a> {
+    error: &'static str,
+    error_description: &'a str,
+}
+
 impl From<StoreError> for OAuthError {
     fn from(error: StoreError) -> Self {
         #[cfg(feature = "tracing")]
@@ -262,10 +293,11 @@ impl From<StoreError> for OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": self.error, "error_description": self.description });
-        let mut response = json_response(self.status, &body);
-        no_store(&mut response);
-        response
+        let body = OAuthBody {
+            error: self.error,
+            error_description: &self.description,
+        };
+        no_store(json_response(self.status, &body))
     }
 }
 
@@ -273,6 +305,7 @@ impl IntoResponse for OAuthError {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use serde_json::Value;
 
     async fn body(response: Response) -> Value {
         let bytes = response

@@ -2,13 +2,12 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use http::StatusCode;
-use serde_json::json;
 
-use super::error::{json_response, secret_response, ApiError};
+use super::error::{no_store, ApiError};
 use super::extract::{JsonBody, PathParams, QueryPairs};
+use super::model::{collection, data};
 use super::patch::{self, settable_status};
-use super::query::{collection, key_query};
+use super::query::key_query;
 use super::state::{AppState, Caller, Shared};
 use crate::identity::UserLogin;
 use crate::key::KeyId;
@@ -83,7 +82,7 @@ pub(crate) async fn create(
     tracing::info!(key_id = %issued.id(), user_uid, by = %caller.user.uid, "API key issued");
     // The only response that ever carries the key.
     let (login, _key) = issued.login_with_key();
-    Ok(secret_response(&json!({ "data": login })))
+    Ok(no_store(data(login)))
 }
 
 /// The scopes of a creation request: repeated `scopes=a&scopes=b`, a JSON array `scopes=["a","b"]`,
@@ -150,19 +149,13 @@ async fn list(
     if let Some(uid) = user_uid {
         // A filter on another user than the one allowed matches nothing.
         if list.user_uid.as_deref().is_some_and(|f| f != uid) {
-            return Ok(json_response(
-                StatusCode::OK,
-                &collection::<UserLogin>(&[], 0, list.offset),
-            ));
+            return Ok(collection::<UserLogin>(&[], 0, list.offset));
         }
         list.user_uid = Some(uid.to_owned());
     }
     let page = state.ring.list(&list).await?;
     let logins: Vec<UserLogin> = page.items.iter().map(KeyRecord::to_login).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &collection(&logins, page.total, list.offset),
-    ))
+    Ok(collection(&logins, page.total, list.offset))
 }
 
 /// The key named by the path, if the caller may act for its user and it belongs to them.
@@ -195,10 +188,7 @@ pub(crate) async fn get(
     path: PathParams,
 ) -> Result<Response, ApiError> {
     let record = owned_key(&state, &caller, &path).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "data": record.to_login() }),
-    ))
+    Ok(data(record.to_login()))
 }
 
 /// `PATCH /users/{userUid}/logins/{userLoginId}`: JSON Patch `replace` on `/status`, `/description`.
@@ -229,10 +219,7 @@ pub(crate) async fn patch(
         }
     }
     if update == KeyUpdate::default() {
-        return Ok(json_response(
-            StatusCode::OK,
-            &json!({ "data": record.to_login() }),
-        ));
+        return Ok(data(record.to_login()));
     }
     let updated = state
         .ring
@@ -249,10 +236,7 @@ pub(crate) async fn patch(
         .ok_or_else(|| ApiError::not_found(LOGIN_ID, "The user identity does not exist."))?;
     #[cfg(feature = "tracing")]
     tracing::info!(key_id = %updated.id, by = %caller.user.uid, "API key changed");
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "data": updated.to_login() }),
-    ))
+    Ok(data(updated.to_login()))
 }
 
 /// `DELETE /users/{userUid}/logins/{userLoginId}` → `{"data": true}`.
@@ -270,5 +254,5 @@ pub(crate) async fn delete(
     }
     #[cfg(feature = "tracing")]
     tracing::info!(key_id = %record.id, by = %caller.user.uid, "API key deleted");
-    Ok(json_response(StatusCode::OK, &json!({ "data": true })))
+    Ok(data(true))
 }

@@ -81,7 +81,6 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use http::StatusCode;
-use serde_json::json;
 
 use crate::layer::ApiKeyLayer;
 use crate::ring::KeyRing;
@@ -94,6 +93,7 @@ mod companies;
 mod error;
 mod extract;
 mod keys;
+mod model;
 mod password;
 mod patch;
 mod query;
@@ -214,8 +214,13 @@ impl fmt::Debug for Admin {
     }
 }
 
+#[derive(serde::Serialize)]
+struct Health {
+    status: &'static str,
+}
+
 async fn health() -> Response {
-    json_response(StatusCode::OK, &json!({ "status": "ok" }))
+    json_response(StatusCode::OK, &Health { status: "ok" })
 }
 
 async fn no_route() -> ApiError {

@@ -12,8 +12,7 @@
 //!   `{"property":"description","operation":"contains","value":"ci"}` (case-insensitive),
 //!   `{"property":"userUid","operation":"equals","value":"…"}`.
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::QueryPairs;
@@ -191,14 +190,6 @@ fn apply_filter(raw: &str, list: &mut ListQuery) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-/// VSPC's collection envelope: `{"data":[…],"meta":{"pagingInfo":{"total","count","offset"}}}`.
-pub(crate) fn collection<T: Serialize>(items: &[T], total: u64, offset: u64) -> Value {
-    json!({
-        "data": items,
-        "meta": { "pagingInfo": { "total": total, "count": items.len(), "offset": offset } }
-    })
 }
 
 #[cfg(test)]

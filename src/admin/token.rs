@@ -9,12 +9,12 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde_json::json;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::error::{secret_response, OAuthError};
+use super::error::{json_response, no_store, OAuthError};
 use super::extract::media_type;
 use super::password;
 use super::state::{AppState, Shared};
@@ -144,12 +144,22 @@ async fn issue(state: &Shared, user: &User, read_only: bool) -> Result<Response,
         .await?;
     #[cfg(feature = "tracing")]
     tracing::info!(user_uid = %user.uid, read_only, "tokens issued");
-    Ok(secret_response(&json!({
-        "access_token": access.as_str(),
-        "token_type": "bearer",
-        "refresh_token": refresh.as_str(),
-        "expires_in": ttl,
-    })))
+    let body = TokenBody {
+        access_token: &access,
+        token_type: "bearer",
+        refresh_token: &refresh,
+        expires_in: ttl,
+    };
+    Ok(no_store(json_response(http::StatusCode::OK, &body)))
+}
+
+/// RFC 6749 §5.1's successful answer.
+#[derive(Serialize)]
+struct TokenBody<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    refresh_token: &'a str,
+    expires_in: u64,
 }
 
 fn new_refresh_token() -> Result<Zeroizing<String>, OAuthError> {

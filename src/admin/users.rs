@@ -2,33 +2,22 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use http::StatusCode;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::error::{json_response, ApiError};
+use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryPairs};
+use super::model::{collection, data, UserBody};
 use super::password::{self, HashError};
 use super::patch::{self, settable_status};
-use super::query::{collection, paging};
+use super::query::paging;
 use super::state::{AppState, Caller};
 use crate::identity::Status;
 use crate::store::{Role, User};
 
 const USER_UID: &str = "userUid";
 const MAX_NAME_CHARS: usize = 128;
-
-/// A user as the API shows it, VSPC's property names; never the password hash.
-pub(crate) fn user_json(user: &User) -> Value {
-    json!({
-        "instanceUid": user.uid,
-        "organizationUid": user.company_id,
-        "userName": user.user_name,
-        "role": user.role.as_str(),
-        "status": user.status,
-    })
-}
 
 /// Checks a user or company name: 1 to 128 characters, no control characters, no surrounding
 /// spaces.
@@ -150,10 +139,7 @@ pub(crate) async fn create(
         })?;
     #[cfg(feature = "tracing")]
     tracing::info!(user_uid = %user.uid, role = role.as_str(), by = %caller.user.uid, "user created");
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "data": user_json(&user) }),
-    ))
+    Ok(data(UserBody::from(&user)))
 }
 
 /// `GET /users`: administrators see every user, others themselves.
@@ -177,16 +163,13 @@ pub(crate) async fn list(
         };
         (own, 1)
     };
-    let users: Vec<Value> = users.iter().map(user_json).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &collection(&users, total, paging.offset),
-    ))
+    let users: Vec<UserBody<'_>> = users.iter().map(UserBody::from).collect();
+    Ok(collection(&users, total, paging.offset))
 }
 
 /// `GET /users/me`: the caller's own user (VSPC's "Get Current User"), to learn one's UID.
 pub(crate) async fn me(caller: Caller) -> Response {
-    json_response(StatusCode::OK, &json!({ "data": user_json(&caller.user) }))
+    data(UserBody::from(&caller.user))
 }
 
 /// `GET /users/{userUid}`.
@@ -198,10 +181,7 @@ pub(crate) async fn get(
     let uid = path.get(USER_UID)?;
     caller.require_self_or_admin(uid)?;
     let user = state.user_or_404(uid, USER_UID).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "data": user_json(&user) }),
-    ))
+    Ok(data(UserBody::from(&user)))
 }
 
 /// `PATCH /users/{userUid}` (administrators): JSON Patch `replace` on `/status`. Every key of the
@@ -220,10 +200,7 @@ pub(crate) async fn patch(
     }
     let user = state.user_or_404(uid, USER_UID).await?;
     let Some(status) = status else {
-        return Ok(json_response(
-            StatusCode::OK,
-            &json!({ "data": user_json(&user) }),
-        ));
+        return Ok(data(UserBody::from(&user)));
     };
     // Administrators cannot lock themselves out: nobody could undo it through the API.
     if uid == caller.user.uid && !status.is_enabled() {
@@ -236,10 +213,7 @@ pub(crate) async fn patch(
     #[cfg(feature = "tracing")]
     tracing::info!(user_uid = uid, status = status.as_str(), by = %caller.user.uid, "user status changed");
     let user = state.user_or_404(uid, USER_UID).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "data": user_json(&user) }),
-    ))
+    Ok(data(UserBody::from(&user)))
 }
 
 /// `DELETE /users/{userUid}/tokens`: revokes every refresh token of the user. Access tokens already
@@ -257,5 +231,5 @@ pub(crate) async fn revoke_tokens(
     tracing::info!(user_uid = uid, revoked, by = %caller.user.uid, "refresh tokens revoked");
     #[cfg(not(feature = "tracing"))]
     let _ = revoked;
-    Ok(json_response(StatusCode::OK, &json!({ "data": true })))
+    Ok(data(true))
 }
