@@ -110,6 +110,8 @@ use state::Shared;
 
 const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(3600);
 const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+/// Longer lifetimes would overflow date arithmetic long before they made sense.
+const MAX_TTL: Duration = Duration::from_secs(3650 * 24 * 3600);
 
 /// The management API: build it, then mount [`Admin::router`].
 ///
@@ -140,15 +142,15 @@ impl Admin {
         }
     }
 
-    /// How long access tokens live (`expires_in`). Default: one hour.
+    /// How long access tokens live (`expires_in`). Default: one hour; at most ten years.
     pub fn with_access_token_ttl(mut self, ttl: Duration) -> Self {
-        self.access_ttl = ttl;
+        self.access_ttl = ttl.min(MAX_TTL);
         self
     }
 
-    /// How long an unused refresh token stays good. Default: 14 days.
+    /// How long an unused refresh token stays good. Default: 14 days; at most ten years.
     pub fn with_refresh_token_ttl(mut self, ttl: Duration) -> Self {
-        self.refresh_ttl = ttl;
+        self.refresh_ttl = ttl.min(MAX_TTL);
         self
     }
 
