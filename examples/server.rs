@@ -115,20 +115,22 @@ fn jwt_secret() -> Result<Zeroizing<Vec<u8>>, String> {
 }
 
 async fn open_store(url: &str) -> Result<SqliteStore, String> {
+    // Database URLs may carry credentials: name the scheme in messages, never the URL.
     let lower = url.to_ascii_lowercase();
-    if ["postgres://", "postgresql://", "redis://", "rediss://"]
-        .iter()
-        .any(|scheme| lower.starts_with(scheme))
-    {
-        return Err(format!(
-            "--database {}: PostgreSQL and Redis are not supported yet; use sqlite:PATH or sqlite::memory:",
-            url.split("://").next().unwrap_or(url)
-        ));
+    for (scheme, backend) in [
+        ("postgres://", "PostgreSQL"),
+        ("postgresql://", "PostgreSQL"),
+        ("redis://", "Redis"),
+        ("rediss://", "Redis"),
+    ] {
+        if lower.starts_with(scheme) {
+            return Err(format!(
+                "--database {scheme}…: {backend} is not supported yet; use sqlite:PATH or sqlite::memory:"
+            ));
+        }
     }
     if !lower.starts_with("sqlite:") {
-        return Err(format!(
-            "--database must be sqlite:PATH or sqlite::memory:, not {url}"
-        ));
+        return Err("--database must be sqlite:PATH or sqlite::memory:".to_owned());
     }
     SqliteStore::connect(url)
         .await
