@@ -1,0 +1,240 @@
+//! The management API as a server: `cargo run --example server`.
+//!
+//! Listens on `127.0.0.1:1280` with the SQLite file `tower-api-key.db` in the working directory. On
+//! the first start it creates the user `admin` and, unless a password is given, prints a generated
+//! one once.
+//!
+//! ```text
+//! --listen ADDR          address to listen on (default 127.0.0.1:1280)
+//! --database URL         sqlite:PATH or sqlite::memory: (default sqlite:tower-api-key.db)
+//! --admin-password PW    password for a newly created admin (also env ADMIN_PASSWORD)
+//! ```
+//!
+//! `JWT_SECRET` (environment) signs access tokens; without it a secret is generated for each start,
+//! so access tokens do not survive a restart (API keys and refresh tokens do).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tower_api_key::admin::{bootstrap_admin, Admin, ADMIN_USER_NAME};
+use tower_api_key::store::AccountStore;
+use tower_api_key::{KeyRing, SqliteStore};
+use tracing_subscriber::EnvFilter;
+use zeroize::Zeroizing;
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:1280";
+const DEFAULT_DATABASE: &str = "sqlite:tower-api-key.db";
+const MIN_SECRET_LEN: usize = 32;
+
+const USAGE: &str = "\
+usage: server [--listen ADDR] [--database URL] [--admin-password PW]
+
+  --listen ADDR          address to listen on (default 127.0.0.1:1280)
+  --database URL         sqlite:PATH or sqlite::memory: (default sqlite:tower-api-key.db);
+                         postgres:// and redis:// are not supported yet
+  --admin-password PW    password of the admin user when it is created (also env ADMIN_PASSWORD);
+                         without one, a password is generated and printed once
+
+environment:
+  JWT_SECRET             secret that signs access tokens (at least 32 bytes); without it one is
+                         generated per start and access tokens do not survive a restart
+  RUST_LOG               log filter (default info)";
+
+/// The command line, parsed by hand.
+struct Args {
+    listen: SocketAddr,
+    database: String,
+    admin_password: Option<Zeroizing<String>>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut listen = DEFAULT_LISTEN.to_owned();
+    let mut database = DEFAULT_DATABASE.to_owned();
+    let mut admin_password = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        // Both `--flag value` and `--flag=value`.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--listen" => listen = value()?,
+            "--database" => database = value()?,
+            "--admin-password" => admin_password = Some(Zeroizing::new(value()?)),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let listen = listen
+        .parse()
+        .map_err(|_| format!("--listen: {listen} is not an address like 127.0.0.1:1280"))?;
+    let admin_password = admin_password.or_else(|| {
+        std::env::var("ADMIN_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(Zeroizing::new)
+    });
+    Ok(Args {
+        listen,
+        database,
+        admin_password,
+    })
+}
+
+/// The JWT secret from `JWT_SECRET`, or a fresh random one.
+fn jwt_secret() -> Result<Zeroizing<Vec<u8>>, String> {
+    match std::env::var("JWT_SECRET") {
+        Ok(secret) if !secret.is_empty() => {
+            if secret.len() < MIN_SECRET_LEN {
+                tracing::warn!("JWT_SECRET is shorter than {MIN_SECRET_LEN} bytes");
+            }
+            tracing::info!("signing access tokens with JWT_SECRET");
+            Ok(Zeroizing::new(secret.into_bytes()))
+        }
+        _ => {
+            let mut secret = Zeroizing::new(vec![0u8; MIN_SECRET_LEN]);
+            getrandom::fill(&mut secret).map_err(|e| format!("random number generator: {e}"))?;
+            tracing::info!(
+                "JWT_SECRET not set: access tokens are signed with a secret generated for this \
+                 start and stop working when the server restarts"
+            );
+            Ok(secret)
+        }
+    }
+}
+
+async fn open_store(url: &str) -> Result<SqliteStore, String> {
+    // Database URLs may carry credentials: name the scheme in messages, never the URL.
+    let lower = url.to_ascii_lowercase();
+    for (scheme, backend) in [
+        ("postgres://", "PostgreSQL"),
+        ("postgresql://", "PostgreSQL"),
+        ("redis://", "Redis"),
+        ("rediss://", "Redis"),
+    ] {
+        if lower.starts_with(scheme) {
+            return Err(format!(
+                "--database {scheme}…: {backend} is not supported yet; use sqlite:PATH or sqlite::memory:"
+            ));
+        }
+    }
+    if !lower.starts_with("sqlite:") {
+        return Err("--database must be sqlite:PATH or sqlite::memory:".to_owned());
+    }
+    SqliteStore::connect(url)
+        .await
+        .map_err(|e| format!("opening {url}: {e}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // Without a Ctrl-C handler, wait for the other signal only.
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let store = open_store(&args.database).await?;
+    tracing::info!(database = %args.database, "store opened");
+    let accounts: Arc<dyn AccountStore> = Arc::new(store.clone());
+
+    let boot = bootstrap_admin(
+        accounts.as_ref(),
+        args.admin_password.as_deref().map(String::as_str),
+    )
+    .await
+    .map_err(|e| format!("creating the {ADMIN_USER_NAME} user: {e}"))?;
+    if !boot.created() {
+        tracing::info!(
+            user_uid = boot.user_uid(),
+            "user {ADMIN_USER_NAME} exists; keeping it"
+        );
+        if args.admin_password.is_some() {
+            tracing::info!("the given admin password is ignored: the existing user keeps its own");
+        }
+    } else if let Some(password) = boot.generated_password() {
+        // The only time this password is shown: the store keeps its Argon2id hash alone.
+        println!();
+        println!("  created user {ADMIN_USER_NAME} with password: {password}");
+        println!("  (shown once; it is not stored and will not be printed again)");
+        println!();
+    } else {
+        tracing::info!(
+            user_uid = boot.user_uid(),
+            "created user {ADMIN_USER_NAME} with the given password"
+        );
+    }
+    drop(boot);
+
+    let secret = jwt_secret()?;
+    let app = Admin::new(KeyRing::new(store.clone()), accounts, &secret).router();
+    drop(secret);
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("listening on {}: {e}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("listening on {}: {e}", args.listen))?;
+    tracing::info!("listening on http://{addr} (API under http://{addr}/api/v3)");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server: {e}"))?;
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        // Colours only on a terminal: logs sent to a file stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("error: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! API keys as VSPC user identities: `/users/{userUid}/logins…` and `/users/logins`.
+
+use axum::extract::State;
+use axum::response::Response;
+
+use super::error::{no_store, ApiError};
+use super::extract::{JsonBody, PathParams, QueryPairs};
+use super::model::{collection, data};
+use super::patch::{self, settable_status};
+use super::query::key_query;
+use super::state::{AppState, Caller, Shared};
+use crate::identity::UserLogin;
+use crate::key::KeyId;
+use crate::ring::{validate_description, IssueError, NewKey};
+use crate::scope::{Scope, Scopes};
+use crate::store::{KeyRecord, KeyUpdate, Owner};
+
+const USER_UID: &str = "userUid";
+const LOGIN_ID: &str = "userLoginId";
+
+/// `POST /users/{userUid}/logins/apikey?description=…&scopes=…&isReadAccessOnly=…`
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: PathParams,
+    query: QueryPairs,
+) -> Result<Response, ApiError> {
+    let user_uid = path.get(USER_UID)?;
+    caller.require_self_or_admin(user_uid)?;
+
+    // Every parameter is checked before anything is written.
+    let description = query
+        .single("description")?
+        .ok_or_else(|| ApiError::bad_parameter("description", "description is required."))?;
+    validate_description(description).map_err(|_| {
+        ApiError::bad_parameter(
+            "description",
+            "description must be 1 to 128 characters without <, > or =.",
+        )
+    })?;
+    let scopes = parse_scopes(&query)?;
+    // A key never opens more than the identity that creates it.
+    if !caller.identity.scopes().contains_all(scopes) {
+        return Err(ApiError::forbidden_parameter(
+            "scopes",
+            "A key cannot be given scopes the caller does not hold.",
+        ));
+    }
+    let read_only = query.flag("isReadAccessOnly", false)?;
+
+    let user = state.user_or_404(user_uid, USER_UID).await?;
+    let company_name = state
+        .accounts
+        .company(&user.company_id)
+        .await?
+        .map(|c| c.name)
+        .unwrap_or_default();
+    let owner = Owner {
+        user_uid: user.uid,
+        user_name: user.user_name,
+        company_id: user.company_id,
+        company_name,
+    };
+    let issued = state
+        .ring
+        .issue(
+            NewKey::new(owner)
+                .description(description)
+                .scopes(scopes)
+                .read_only(read_only),
+        )
+        .await
+        .map_err(|e| match e {
+            IssueError::InvalidDescription => ApiError::bad_parameter(
+                "description",
+                "description must be 1 to 128 characters without <, > or =.",
+            ),
+            IssueError::Store(e) => ApiError::from(e),
+            _ => ApiError::unavailable(),
+        })?;
+    #[cfg(feature = "tracing")]
+    tracing::info!(key_id = %issued.id(), user_uid, by = %caller.user.uid, "API key issued");
+    // The only response that ever carries the key.
+    let (login, _key) = issued.login_with_key();
+    Ok(no_store(data(login)))
+}
+
+/// The scopes of a creation request: repeated `scopes=a&scopes=b`, a JSON array `scopes=["a","b"]`,
+/// or comma-separated `scopes=a,b`.
+fn parse_scopes(query: &QueryPairs) -> Result<Scopes, ApiError> {
+    let mut names = Vec::new();
+    for value in query.all("scopes") {
+        let value = value.trim();
+        if value.starts_with('[') {
+            let list: Vec<String> = serde_json::from_str(value).map_err(|_| {
+                ApiError::bad_parameter("scopes", "scopes must be a JSON array of scope names.")
+            })?;
+            names.extend(list);
+        } else {
+            names.extend(value.split(',').map(str::to_owned));
+        }
+    }
+    let mut scopes = Scopes::EMPTY;
+    for name in &names {
+        let scope = Scope::lookup(name.trim()).ok_or_else(|| {
+            let shown: String = name.chars().take(64).collect();
+            ApiError::bad_parameter("scopes", format!("Unknown scope `{shown}`."))
+        })?;
+        scopes.insert(scope);
+    }
+    if scopes.is_empty() {
+        return Err(ApiError::bad_parameter(
+            "scopes",
+            "scopes is required: at least one of ui, rest, integration.",
+        ));
+    }
+    Ok(scopes)
+}
+
+/// `GET /users/logins`: every key the caller may see (administrators: all; others: their own).
+pub(crate) async fn list_all(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: QueryPairs,
+) -> Result<Response, ApiError> {
+    let restrict = (!caller.is_admin()).then_some(caller.user.uid.as_str());
+    list(&state, &query, restrict).await
+}
+
+/// `GET /users/{userUid}/logins`.
+pub(crate) async fn list_for_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: PathParams,
+    query: QueryPairs,
+) -> Result<Response, ApiError> {
+    let user_uid = path.get(USER_UID)?;
+    caller.require_self_or_admin(user_uid)?;
+    state.user_or_404(user_uid, USER_UID).await?;
+    list(&state, &query, Some(user_uid)).await
+}
+
+async fn list(
+    state: &Shared,
+    query: &QueryPairs,
+    user_uid: Option<&str>,
+) -> Result<Response, ApiError> {
+    let mut list = key_query(query)?;
+    if let Some(uid) = user_uid {
+        // A filter on another user than the one allowed matches nothing.
+        if list.user_uid.as_deref().is_some_and(|f| f != uid) {
+            return Ok(collection::<UserLogin>(&[], 0, list.offset));
+        }
+        list.user_uid = Some(uid.to_owned());
+    }
+    let page = state.ring.list(&list).await?;
+    let logins: Vec<UserLogin> = page.items.iter().map(KeyRecord::to_login).collect();
+    Ok(collection(&logins, page.total, list.offset))
+}
+
+/// The key named by the path, if the caller may act for its user and it belongs to them.
+async fn owned_key(
+    state: &Shared,
+    caller: &Caller,
+    path: &PathParams,
+) -> Result<KeyRecord, ApiError> {
+    let user_uid = path.get(USER_UID)?;
+    caller.require_self_or_admin(user_uid)?;
+    let raw = path.get(LOGIN_ID)?;
+    let id: u64 = raw
+        .parse()
+        .map_err(|_| ApiError::bad_parameter(LOGIN_ID, "userLoginId must be a decimal number."))?;
+    let not_found = || ApiError::not_found(LOGIN_ID, "The user identity does not exist.");
+    let id = KeyId::new(id).ok_or_else(not_found)?;
+    // Another user's key is "not found" here, not "forbidden": ids of others' keys stay unconfirmed.
+    state
+        .ring
+        .get(id)
+        .await?
+        .filter(|record| record.owner.user_uid == user_uid)
+        .ok_or_else(not_found)
+}
+
+/// `GET /users/{userUid}/logins/{userLoginId}`.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: PathParams,
+) -> Result<Response, ApiError> {
+    let record = owned_key(&state, &caller, &path).await?;
+    Ok(data(record.to_login()))
+}
+
+/// `PATCH /users/{userUid}/logins/{userLoginId}`: JSON Patch `replace` on `/status`, `/description`.
+pub(crate) async fn patch(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: PathParams,
+    JsonBody(document): JsonBody,
+) -> Result<Response, ApiError> {
+    let record = owned_key(&state, &caller, &path).await?;
+    let mut update = KeyUpdate::default();
+    for op in patch::parse(document, &["status", "description"])? {
+        match op.property {
+            "status" => update.status = Some(settable_status(&op.value)?),
+            _ => {
+                let description = op
+                    .value
+                    .as_str()
+                    .filter(|d| validate_description(d).is_ok());
+                let Some(description) = description else {
+                    return Err(ApiError::bad_property(
+                        "description",
+                        "description must be 1 to 128 characters without <, > or =.",
+                    ));
+                };
+                update.description = Some(description.to_owned());
+            }
+        }
+    }
+    if update == KeyUpdate::default() {
+        return Ok(data(record.to_login()));
+    }
+    let updated = state
+        .ring
+        .update(record.id, update)
+        .await
+        .map_err(|e| match e {
+            IssueError::InvalidDescription => ApiError::bad_property(
+                "description",
+                "description must be 1 to 128 characters without <, > or =.",
+            ),
+            IssueError::Store(e) => ApiError::from(e),
+            _ => ApiError::unavailable(),
+        })?
+        .ok_or_else(|| ApiError::not_found(LOGIN_ID, "The user identity does not exist."))?;
+    #[cfg(feature = "tracing")]
+    tracing::info!(key_id = %updated.id, by = %caller.user.uid, "API key changed");
+    Ok(data(updated.to_login()))
+}
+
+/// `DELETE /users/{userUid}/logins/{userLoginId}` → `{"data": true}`.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: PathParams,
+) -> Result<Response, ApiError> {
+    let record = owned_key(&state, &caller, &path).await?;
+    if !state.ring.delete(record.id).await? {
+        return Err(ApiError::not_found(
+            LOGIN_ID,
+            "The user identity does not exist.",
+        ));
+    }
+    #[cfg(feature = "tracing")]
+    tracing::info!(key_id = %record.id, by = %caller.user.uid, "API key deleted");
+    Ok(data(true))
+}

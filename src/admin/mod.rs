@@ -1,0 +1,234 @@
+//! A management API compatible with Veeam Service Provider Console v3's API-key endpoints: an axum
+//! [`Router`] with users, companies, the OAuth 2 token endpoint and API keys.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use tower_api_key::admin::{bootstrap_admin, Admin};
+//! use tower_api_key::store::AccountStore;
+//! use tower_api_key::{KeyRing, MemoryStore};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::new();
+//! let accounts: Arc<dyn AccountStore> = Arc::new(store.clone());
+//! let boot = bootstrap_admin(accounts.as_ref(), None).await?;
+//! if let Some(password) = boot.generated_password() {
+//!     println!("admin password: {password}");
+//! }
+//! let secret = b"at least 32 bytes of JWT signing secret";
+//! let app = Admin::new(KeyRing::new(store), accounts, secret).router();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:1280").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Endpoints
+//!
+//! All under `/api/v3` except `/health`. Every endpoint but `/token` sits behind this crate's own
+//! [`ApiKeyLayer`] with the `rest` scope, so an API key and an access token both work, read-only
+//! identities may only `GET`, and a refused credential gets the layer's answer.
+//!
+//! | endpoint | who | what |
+//! |---|---|---|
+//! | `POST /token` | anyone | form `grant_type=password` (`username`, `password`) or `grant_type=refresh_token` (`refresh_token`), optional `readOnly=true` → `{"access_token","token_type":"bearer","refresh_token","expires_in"}` |
+//! | `POST /users` | administrators | `{"userName","credentials":{"password"},"role","organizationUid","status"}` |
+//! | `GET /users` | anyone signed in | administrators: all users; others: themselves |
+//! | `GET /users/me` | anyone signed in | the caller's own user (its `instanceUid` is the `userUid` of the paths below) |
+//! | `GET /users/{userUid}` | self, administrators | one user |
+//! | `PATCH /users/{userUid}` | administrators | JSON Patch `replace` on `/status`: all the user's keys follow |
+//! | `DELETE /users/{userUid}/tokens` | self, administrators | revokes the user's refresh tokens |
+//! | `POST /organizations/companies` | administrators | `{"name","status"}` |
+//! | `GET /organizations/companies` | anyone signed in | administrators: all; others: their own |
+//! | `GET /organizations/companies/{companyUid}` | members, administrators | one company |
+//! | `PATCH /organizations/companies/{companyUid}` | administrators | JSON Patch `replace` on `/status`: all keys of its users follow |
+//! | `POST /users/{userUid}/logins/apikey` | self, administrators | `?description=…&scopes=…&isReadAccessOnly=…` → `{"data": UserLogin}` with the key in `parameters`, the only time it is shown |
+//! | `GET /users/logins` | anyone signed in | administrators: all keys; others: their own |
+//! | `GET /users/{userUid}/logins` | self, administrators | the user's keys |
+//! | `GET`, `PATCH`, `DELETE /users/{userUid}/logins/{userLoginId}` | self, administrators | one key; PATCH is JSON Patch `replace` on `/status` and `/description`; DELETE → `{"data": true}` |
+//! | `GET /health` | anyone | `{"status":"ok"}` |
+//!
+//! `scopes` is taken as repeated parameters (`scopes=rest&scopes=integration`), as a JSON array
+//! (`scopes=["integration","rest"]`) or comma-separated; a key cannot get a scope its creator's
+//! identity lacks. Listings take `limit` (1 to 500, default 100), `offset`, `sort` and `filter`:
+//!
+//! - `sort=creationDate`, `sort=-creationDate`, `sort=["-creationDate"]` or
+//!   `sort=[{"property":"creationDate","direction":"descending"}]`; fields `id`, `creationDate`,
+//!   `description`, `userName`, `status`.
+//! - `filter=[{"property":"status","operation":"equals","value":"enabled"}]`; also
+//!   `{"property":"description","operation":"contains","value":"…"}` (case-insensitive) and
+//!   `{"property":"userUid","operation":"equals","value":"…"}`. All conditions must hold.
+//!
+//! Collections answer `{"data":[…],"meta":{"pagingInfo":{"total","count","offset"}}}`.
+//!
+//! # Errors
+//!
+//! VSPC's envelope `{"errors":[{"message","type","code"}]}`, with `parameterName` when a query or
+//! path parameter is at fault and `propertyName` for a body property: 400 for invalid input, 403
+//! when the caller may not act, 404 for unknown users, companies and keys (another user's key is
+//! also "not found"), 409 for a taken name, 415 for a JSON body sent with another media type. The
+//! token endpoint answers in OAuth 2's form (`{"error":"invalid_grant","error_description":"…"}`).
+//!
+//! # Disabled users and companies
+//!
+//! Disabling a user or a company disables every key they own before the call returns (their
+//! identities report `disabledDueToUser` / `disabledDueToCompany`), stops their access tokens at the
+//! next request, and refuses them new tokens. Re-enabling restores the keys.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use http::StatusCode;
+
+use crate::layer::ApiKeyLayer;
+use crate::ring::KeyRing;
+use crate::scope::Scope;
+use crate::store::AccountStore;
+use crate::token::{JwtIssuer, JwtValidator};
+
+mod bootstrap;
+mod companies;
+mod error;
+mod extract;
+mod keys;
+mod model;
+mod password;
+mod patch;
+mod query;
+mod state;
+mod token;
+mod users;
+
+pub use bootstrap::{
+    bootstrap_admin, Bootstrap, BootstrapError, ADMIN_USER_NAME, DEFAULT_COMPANY_NAME,
+};
+
+use error::{json_response, ApiError};
+use state::Shared;
+
+const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(3600);
+const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+/// Longer lifetimes would overflow date arithmetic long before they made sense.
+const MAX_TTL: Duration = Duration::from_secs(3650 * 24 * 3600);
+
+/// The management API: build it, then mount [`Admin::router`].
+///
+/// The [`KeyRing`] and the [`AccountStore`] must sit on the same database, so that the status a
+/// user or company has in one is the status their keys see in the other ([`MemoryStore`] and the
+/// SQL stores implement both traits).
+///
+/// [`MemoryStore`]: crate::MemoryStore
+#[must_use]
+pub struct Admin {
+    ring: KeyRing,
+    accounts: Arc<dyn AccountStore>,
+    secret: zeroize::Zeroizing<Vec<u8>>,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+}
+
+impl Admin {
+    /// The API over `ring` and `accounts`, signing and checking access tokens with HS256 and
+    /// `jwt_secret` (use at least 32 random bytes).
+    pub fn new(ring: KeyRing, accounts: Arc<dyn AccountStore>, jwt_secret: &[u8]) -> Self {
+        Self {
+            ring,
+            accounts,
+            secret: zeroize::Zeroizing::new(jwt_secret.to_vec()),
+            access_ttl: DEFAULT_ACCESS_TTL,
+            refresh_ttl: DEFAULT_REFRESH_TTL,
+        }
+    }
+
+    /// How long access tokens live (`expires_in`). Default: one hour; at most ten years.
+    pub fn with_access_token_ttl(mut self, ttl: Duration) -> Self {
+        self.access_ttl = ttl.min(MAX_TTL);
+        self
+    }
+
+    /// How long an unused refresh token stays good. Default: 14 days; at most ten years.
+    pub fn with_refresh_token_ttl(mut self, ttl: Duration) -> Self {
+        self.refresh_ttl = ttl.min(MAX_TTL);
+        self
+    }
+
+    /// The layer in front of the API's endpoints: keys from the ring, access tokens from this API,
+    /// the `rest` scope required. Put it in front of your own routes to accept the same credentials.
+    pub fn layer(&self) -> ApiKeyLayer {
+        ApiKeyLayer::new(self.ring.clone())
+            .require_scope(Scope::REST)
+            .with_token_validator(JwtValidator::hs256(&self.secret))
+    }
+
+    /// The router: `/api/v3/…` and `/health`, with JSON answers for unknown paths and methods.
+    pub fn router(&self) -> Router {
+        let shared = Arc::new(Shared {
+            ring: self.ring.clone(),
+            accounts: self.accounts.clone(),
+            issuer: JwtIssuer::hs256(&self.secret),
+            access_ttl: self.access_ttl,
+            refresh_ttl: self.refresh_ttl,
+        });
+        let protected = Router::new()
+            .route("/users", get(users::list).post(users::create))
+            .route("/users/me", get(users::me))
+            .route("/users/logins", get(keys::list_all))
+            .route("/users/{userUid}", get(users::get).patch(users::patch))
+            .route("/users/{userUid}/tokens", delete(users::revoke_tokens))
+            .route("/users/{userUid}/logins", get(keys::list_for_user))
+            .route("/users/{userUid}/logins/apikey", post(keys::create))
+            .route(
+                "/users/{userUid}/logins/{userLoginId}",
+                get(keys::get).patch(keys::patch).delete(keys::delete),
+            )
+            .route(
+                "/organizations/companies",
+                get(companies::list).post(companies::create),
+            )
+            .route(
+                "/organizations/companies/{companyUid}",
+                get(companies::get).patch(companies::patch),
+            )
+            // Only matched routes are guarded: the token endpoint and unknown paths stay open.
+            .route_layer(self.layer());
+        let api = Router::new()
+            .route("/token", post(token::token))
+            .merge(protected);
+        Router::new()
+            .nest("/api/v3", api)
+            .route("/health", get(health))
+            .fallback(no_route)
+            .method_not_allowed_fallback(method_not_allowed)
+            .with_state(shared)
+    }
+}
+
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admin")
+            .field("ring", &self.ring)
+            .field("jwt_secret", &"<redacted>")
+            .field("access_ttl", &self.access_ttl)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+async fn health() -> Response {
+    json_response(StatusCode::OK, &Health { status: "ok" })
+}
+
+async fn no_route() -> ApiError {
+    ApiError::no_route()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}

@@ -1,0 +1,234 @@
+//! `POST /token`: OAuth 2 password and refresh-token grants (RFC 6749 §4.3, §6).
+//!
+//! Access tokens are JWTs that the router's own layer accepts; refresh tokens are 32 random bytes
+//! (base64url), stored only as their `SHA-256`, and good for one use: each refresh returns a new one.
+
+use std::collections::HashSet;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use super::error::{json_response, no_store, OAuthError};
+use super::extract::media_type;
+use super::password;
+use super::state::{AppState, Shared};
+use crate::key::SecretDigest;
+use crate::scope::{Scope, Scopes};
+use crate::store::{RefreshToken, User};
+use crate::token::JwtClaims;
+
+/// Largest form body the token endpoint reads.
+const MAX_FORM: usize = 16 * 1024;
+
+/// The scopes of every access token: what a VSPC password login grants.
+const TOKEN_SCOPES: [Scope; 3] = [Scope::UI, Scope::REST, Scope::INTEGRATION];
+
+/// `POST /api/v3/token`.
+pub(crate) async fn token(State(state): State<AppState>, request: Request) -> Response {
+    match grant(&state, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn grant(state: &Shared, request: Request) -> Result<Response, OAuthError> {
+    // RFC 6749 §4.3.2: the parameters come form-encoded in the body; anything else is malformed.
+    if media_type(request.headers()).as_deref() != Some("application/x-www-form-urlencoded") {
+        return Err(OAuthError::invalid_request(
+            "The request body must be application/x-www-form-urlencoded.",
+        ));
+    }
+    let body = axum::body::to_bytes(request.into_body(), MAX_FORM)
+        .await
+        .map_err(|_| OAuthError::invalid_request("The request body is too large."))?;
+    let form = Form::parse(&body)?;
+    let read_only = match form.get("readOnly") {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(_) => {
+            return Err(OAuthError::invalid_request(
+                "readOnly must be true or false.",
+            ))
+        }
+    };
+    match form.required("grant_type")? {
+        "password" => {
+            let user_name = form.required("username")?;
+            let secret = Zeroizing::new(form.required("password")?.to_owned());
+            let user = state.accounts.user_by_name(user_name).await?;
+            let stored = user.as_ref().map(|u| u.password_hash.clone());
+            let matches = password::verify(secret, stored).await;
+            let Some(user) = user.filter(|_| matches) else {
+                #[cfg(feature = "tracing")]
+                tracing::info!("password grant refused");
+                return Err(OAuthError::invalid_grant(
+                    "The user name or password is incorrect.",
+                ));
+            };
+            issue(state, &user, read_only).await
+        }
+        "refresh_token" => {
+            let presented = form.required("refresh_token")?;
+            let used = || {
+                OAuthError::invalid_grant("The refresh token is invalid, expired or already used.")
+            };
+            // Taking it removes it: a refresh token works once, even if what follows fails.
+            let stored = state
+                .accounts
+                .take_refresh_token(&digest(presented))
+                .await?
+                .ok_or_else(used)?;
+            if stored.expires <= OffsetDateTime::now_utc() {
+                return Err(used());
+            }
+            let user = state
+                .accounts
+                .user(&stored.user_uid)
+                .await?
+                .ok_or_else(used)?;
+            // A refresh never lifts the read-only flag the original grant set.
+            issue(state, &user, stored.read_only || read_only).await
+        }
+        _ => Err(OAuthError::unsupported_grant_type()),
+    }
+}
+
+/// Mints an access token and a refresh token for `user`, if the user and their company are enabled.
+async fn issue(state: &Shared, user: &User, read_only: bool) -> Result<Response, OAuthError> {
+    if !user.status.is_enabled() {
+        return Err(OAuthError::invalid_grant("The user is disabled."));
+    }
+    let company = state.accounts.company(&user.company_id).await?;
+    if company.as_ref().is_some_and(|c| !c.status.is_enabled()) {
+        return Err(OAuthError::invalid_grant("The user's company is disabled."));
+    }
+    let now = OffsetDateTime::now_utc();
+    let now_secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+    let ttl = state.access_ttl.as_secs();
+    let claims = JwtClaims {
+        sub: user.uid.clone(),
+        name: user.user_name.clone(),
+        company_id: user.company_id.clone(),
+        company_name: company.map(|c| c.name).unwrap_or_default(),
+        scope: Scopes::from(TOKEN_SCOPES).to_string(),
+        read_only,
+        exp: now_secs.saturating_add(ttl),
+        nbf: None,
+        iat: Some(now_secs),
+        iss: None,
+        aud: None,
+        jti: Some(uuid::Uuid::new_v4().to_string()),
+    };
+    let access = Zeroizing::new(
+        state
+            .issuer
+            .sign(claims)
+            .map_err(|_| OAuthError::unavailable())?,
+    );
+    let refresh = new_refresh_token()?;
+    state
+        .accounts
+        .put_refresh_token(RefreshToken {
+            digest: digest(&refresh),
+            user_uid: user.uid.clone(),
+            read_only,
+            expires: now + state.refresh_ttl,
+        })
+        .await?;
+    #[cfg(feature = "tracing")]
+    tracing::info!(user_uid = %user.uid, read_only, "tokens issued");
+    let body = TokenBody {
+        access_token: &access,
+        token_type: "bearer",
+        refresh_token: &refresh,
+        expires_in: ttl,
+    };
+    Ok(no_store(json_response(http::StatusCode::OK, &body)))
+}
+
+/// RFC 6749 §5.1's successful answer.
+#[derive(Serialize)]
+struct TokenBody<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    refresh_token: &'a str,
+    expires_in: u64,
+}
+
+fn new_refresh_token() -> Result<Zeroizing<String>, OAuthError> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    getrandom::fill(bytes.as_mut()).map_err(|_| OAuthError::unavailable())?;
+    Ok(Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes.as_ref())))
+}
+
+/// What the store keeps of a refresh token.
+fn digest(token: &str) -> SecretDigest {
+    SecretDigest::from_bytes(Sha256::digest(token.as_bytes()).into())
+}
+
+/// A parsed form body whose values are wiped when dropped.
+struct Form(Vec<(String, Zeroizing<String>)>);
+
+impl Form {
+    fn parse(body: &[u8]) -> Result<Self, OAuthError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+            .map_err(|_| OAuthError::invalid_request("The form body is malformed."))?;
+        let pairs: Vec<(String, Zeroizing<String>)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k, Zeroizing::new(v)))
+            .collect();
+        // RFC 6749 §3.2: parameters must not be included more than once.
+        let mut seen = HashSet::new();
+        if let Some((name, _)) = pairs.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+            let name = name.chars().take(64).collect::<String>();
+            return Err(OAuthError::invalid_request(format!(
+                "The parameter {name} is repeated."
+            )));
+        }
+        Ok(Self(pairs))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn required(&self, name: &'static str) -> Result<&str, OAuthError> {
+        self.get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| OAuthError::invalid_request(format!("The parameter {name} is missing.")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_refuse_repeated_parameters() {
+        assert!(Form::parse(b"grant_type=password&grant_type=password").is_err());
+        let form = Form::parse(b"grant_type=password&username=a%20b").expect("valid");
+        assert_eq!(form.get("username"), Some("a b"));
+        assert!(form.required("password").is_err());
+    }
+
+    #[test]
+    fn refresh_tokens_are_random_base64url() {
+        let a = new_refresh_token().expect("rng");
+        let b = new_refresh_token().expect("rng");
+        assert_eq!(a.len(), 43);
+        assert_ne!(*a, *b);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+}

@@ -1,0 +1,1381 @@
+//! The management API over real HTTP: a server on 127.0.0.1, a hyper client, every flow a client
+//! walks through.
+
+// Helpers outside `#[test]` functions are test code too; a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use tower_api_key::admin::{bootstrap_admin, Admin};
+use tower_api_key::store::{AccountStore, KeyStore};
+use tower_api_key::{KeyRing, MemoryStore, SqliteStore};
+
+const ADMIN_PASSWORD: &str = "admin password for tests";
+const SECRET: &[u8] = b"a JWT secret for the admin API tests, 32+ bytes";
+
+/// A running server and a client for it. Dropping it shuts the server down.
+struct Server {
+    addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    admin_uid: String,
+}
+
+/// What the server answered.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    json: Value,
+}
+
+impl Reply {
+    fn error(&self) -> &Value {
+        &self.json["errors"][0]
+    }
+
+    fn challenge(&self) -> Option<&str> {
+        self.headers
+            .get(http::header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap())
+    }
+}
+
+/// A request body.
+enum Body<'a> {
+    None,
+    Json(Value),
+    Form(&'a str),
+    Raw(&'a str, &'a str),
+}
+
+async fn start<S>(store: S) -> Server
+where
+    S: KeyStore + AccountStore + Clone,
+{
+    let accounts: Arc<dyn AccountStore> = Arc::new(store.clone());
+    let boot = bootstrap_admin(accounts.as_ref(), Some(ADMIN_PASSWORD))
+        .await
+        .unwrap();
+    let app = Admin::new(KeyRing::new(store), accounts, SECRET).router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    Server {
+        addr,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        shutdown: Some(tx),
+        task: Some(task),
+        admin_uid: boot.user_uid().to_owned(),
+    }
+}
+
+impl Server {
+    async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, auth: Option<&str>, body: Body<'_>) -> Reply {
+        let mut builder = Request::builder().method(method).uri(format!(
+            "http://{}{}",
+            self.addr,
+            uri_safe(path)
+        ));
+        if let Some(credential) = auth {
+            builder = builder.header("authorization", format!("Bearer {credential}"));
+        }
+        let bytes = match body {
+            Body::None => Bytes::new(),
+            Body::Json(v) => {
+                builder = builder.header("content-type", "application/json");
+                Bytes::from(v.to_string())
+            }
+            Body::Form(f) => {
+                builder = builder.header("content-type", "application/x-www-form-urlencoded");
+                Bytes::from(f.to_owned())
+            }
+            Body::Raw(content_type, text) => {
+                builder = builder.header("content-type", content_type);
+                Bytes::from(text.to_owned())
+            }
+        };
+        let response = self
+            .client
+            .request(builder.body(Full::new(bytes)).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&body)))
+        };
+        Reply {
+            status,
+            headers,
+            json,
+        }
+    }
+
+    async fn get(&self, path: &str, auth: Option<&str>) -> Reply {
+        self.call(Method::GET, path, auth, Body::None).await
+    }
+
+    async fn post(&self, path: &str, auth: Option<&str>) -> Reply {
+        self.call(Method::POST, path, auth, Body::None).await
+    }
+
+    async fn delete(&self, path: &str, auth: Option<&str>) -> Reply {
+        self.call(Method::DELETE, path, auth, Body::None).await
+    }
+
+    async fn patch(&self, path: &str, auth: Option<&str>, patch: Value) -> Reply {
+        self.call(Method::PATCH, path, auth, Body::Json(patch))
+            .await
+    }
+
+    /// `POST /token` with a password grant; panics unless it succeeds.
+    async fn login(&self, user: &str, password: &str) -> Tokens {
+        self.login_with(user, password, "").await
+    }
+
+    async fn login_with(&self, user: &str, password: &str, extra: &str) -> Tokens {
+        let password = password.replace(' ', "%20");
+        let form = format!("grant_type=password&username={user}&password={password}{extra}");
+        let reply = self
+            .call(Method::POST, "/api/v3/token", None, Body::Form(&form))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+        Tokens::from(reply)
+    }
+
+    async fn token_request(&self, form: &str) -> Reply {
+        self.call(Method::POST, "/api/v3/token", None, Body::Form(form))
+            .await
+    }
+
+    /// Creates a user (as `admin_token`); returns its UID.
+    async fn create_user(&self, admin_token: &str, name: &str, extra: Value) -> String {
+        let mut body =
+            json!({ "userName": name, "credentials": { "password": format!("{name} password") } });
+        if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+            body.extend(extra);
+        }
+        let reply = self
+            .call(
+                Method::POST,
+                "/api/v3/users",
+                Some(admin_token),
+                Body::Json(body),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+        reply.json["data"]["instanceUid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Creates a key for `user_uid`; returns (key, id).
+    async fn create_key(&self, auth: &str, user_uid: &str, query: &str) -> (String, u64) {
+        let reply = self
+            .post(
+                &format!("/api/v3/users/{user_uid}/logins/apikey?{query}"),
+                Some(auth),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+        let data = &reply.json["data"];
+        (
+            data["parameters"].as_str().unwrap().to_owned(),
+            data["id"].as_u64().unwrap(),
+        )
+    }
+}
+
+/// Percent-encodes what an HTTP request target cannot carry raw (JSON quotes, spaces), as a client
+/// library would; the server reads both forms the same.
+fn uri_safe(path: &str) -> String {
+    path.replace('"', "%22")
+        .replace(' ', "%20")
+        .replace('<', "%3C")
+        .replace('>', "%3E")
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+struct Tokens {
+    access: String,
+    refresh: String,
+}
+
+impl From<Reply> for Tokens {
+    fn from(reply: Reply) -> Self {
+        assert_eq!(reply.json["token_type"], "bearer");
+        assert_eq!(reply.json["expires_in"], 3600);
+        assert_eq!(reply.headers["cache-control"], "no-store");
+        Tokens {
+            access: reply.json["access_token"].as_str().unwrap().to_owned(),
+            refresh: reply.json["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+fn replace(path: &str, value: Value) -> Value {
+    json!([{ "op": "replace", "path": path, "value": value }])
+}
+
+#[tokio::test]
+async fn key_lifecycle_from_token_to_delete() {
+    let server = start(MemoryStore::new()).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let uid = server.admin_uid.clone();
+    let me = server.get("/api/v3/users/me", Some(&admin.access)).await;
+    assert_eq!(me.json["data"]["instanceUid"], uid.as_str());
+    assert_eq!(me.json["data"]["role"], "administrator");
+
+    let reply = server
+        .post(
+            &format!("/api/v3/users/{uid}/logins/apikey?description=Portal%20Operator%20API%20Key&scopes=%5B%22integration%22,%22rest%22%5D"),
+            Some(&admin.access),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    let login = &reply.json["data"];
+    let key = login["parameters"].as_str().unwrap().to_owned();
+    let id = login["id"].as_u64().unwrap();
+    assert!(key.starts_with("tak_"));
+    assert_eq!(login["identityProviderName"], "AK");
+    assert_eq!(login["userName"], "admin");
+    assert_eq!(login["companyName"], "Default");
+    assert_eq!(login["description"], "Portal Operator API Key");
+    assert_eq!(login["scopes"], json!(["rest", "integration"]));
+    assert_eq!(login["isReadAccessOnly"], false);
+    assert_eq!(login["status"], "enabled");
+    assert_eq!(login["identifierInProvider"], id);
+
+    // The key works in place of the token, and is never shown again.
+    let path = format!("/api/v3/users/{uid}/logins/{id}");
+    let reply = server.get(&path, Some(&key)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json["data"]["parameters"], "");
+
+    // A read-only key reads, and the layer refuses it anything else.
+    let (read_only, _) = server
+        .create_key(
+            &key,
+            &uid,
+            "description=ro&scopes=rest&isReadAccessOnly=true",
+        )
+        .await;
+    assert_eq!(
+        server
+            .get("/api/v3/users/logins", Some(&read_only))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let reply = server
+        .post(
+            &format!("/api/v3/users/{uid}/logins/apikey?description=x&scopes=rest"),
+            Some(&read_only),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(reply.challenge().unwrap().contains("insufficient_scope"));
+    assert_eq!(reply.error()["type"], "security");
+
+    // Disable → 401 at once; enable → 200; delete → 401.
+    let reply = server
+        .patch(
+            &path,
+            Some(&admin.access),
+            replace("/status", json!("disabled")),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    assert_eq!(reply.json["data"]["status"], "disabled");
+    let reply = server.get("/api/v3/users/logins", Some(&key)).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply.challenge().unwrap().contains("invalid_token"));
+
+    let reply = server
+        .patch(
+            &path,
+            Some(&admin.access),
+            replace("/Status", json!("enabled")),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        server.get("/api/v3/users/logins", Some(&key)).await.status,
+        StatusCode::OK
+    );
+
+    let reply = server
+        .patch(&path, Some(&key), replace("/DESCRIPTION", json!("renamed")))
+        .await;
+    assert_eq!(reply.json["data"]["description"], "renamed");
+
+    let reply = server.delete(&path, Some(&admin.access)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json, json!({ "data": true }));
+    assert_eq!(
+        server.get("/api/v3/users/logins", Some(&key)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        server.get(&path, Some(&admin.access)).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn scopes_are_read_as_repeated_keys_json_arrays_and_lists() {
+    let server = start(MemoryStore::new()).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let uid = server.admin_uid.clone();
+    for query in [
+        "scopes=rest&scopes=integration",
+        "scopes=[\"integration\",\"rest\"]",
+        "scopes=%5B%22integration%22%2C%22rest%22%5D",
+        "scopes=rest,integration",
+        "Scopes=REST&scopes=Integration",
+    ] {
+        let reply = server
+            .post(
+                &format!("/api/v3/users/{uid}/logins/apikey?description=s&{query}"),
+                Some(&admin.access),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {:?}", reply.json);
+        assert_eq!(
+            reply.json["data"]["scopes"],
+            json!(["rest", "integration"]),
+            "{query}"
+        );
+    }
+    // A key without `rest` is refused by the management API itself (scope required by the layer).
+    let (ui_only, _) = server
+        .create_key(&admin.access, &uid, "description=ui&scopes=ui")
+        .await;
+    let reply = server.get("/api/v3/users/logins", Some(&ui_only)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(reply.challenge().unwrap().contains("scope=\"rest\""));
+    // A key cannot hand out a scope it does not hold.
+    let (rest_only, _) = server
+        .create_key(&admin.access, &uid, "description=r&scopes=rest")
+        .await;
+    let reply = server
+        .post(
+            &format!("/api/v3/users/{uid}/logins/apikey?description=x&scopes=integration"),
+            Some(&rest_only),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.error()["parameterName"], "scopes");
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_can_be_revoked() {
+    let server = start(MemoryStore::new()).await;
+    let first = server.login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(first.refresh.len(), 43);
+
+    let reply = server
+        .token_request(&format!(
+            "grant_type=refresh_token&refresh_token={}",
+            first.refresh
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    let second = Tokens::from(reply);
+    assert_ne!(second.refresh, first.refresh);
+    assert_eq!(
+        server
+            .get("/api/v3/users", Some(&second.access))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // The used refresh token is gone.
+    let reply = server
+        .token_request(&format!(
+            "grant_type=refresh_token&refresh_token={}",
+            first.refresh
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json["error"], "invalid_grant");
+
+    // Revocation kills every outstanding refresh token of the user.
+    let third = server.login("admin", ADMIN_PASSWORD).await;
+    let uid = server.admin_uid.clone();
+    let reply = server
+        .delete(&format!("/api/v3/users/{uid}/tokens"), Some(&third.access))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json, json!({ "data": true }));
+    for refresh in [&second.refresh, &third.refresh] {
+        let reply = server
+            .token_request(&format!("grant_type=refresh_token&refresh_token={refresh}"))
+            .await;
+        assert_eq!(reply.json["error"], "invalid_grant");
+    }
+}
+
+#[tokio::test]
+async fn read_only_tokens_stay_read_only_across_refresh() {
+    let server = start(MemoryStore::new()).await;
+    let tokens = server
+        .login_with("admin", ADMIN_PASSWORD, "&readOnly=true")
+        .await;
+    let uid = server.admin_uid.clone();
+    let create = format!("/api/v3/users/{uid}/logins/apikey?description=x&scopes=rest");
+    assert_eq!(
+        server
+            .get("/api/v3/users/logins", Some(&tokens.access))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.post(&create, Some(&tokens.access)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let reply = server
+        .token_request(&format!(
+            "grant_type=refresh_token&refresh_token={}&readOnly=false",
+            tokens.refresh
+        ))
+        .await;
+    let refreshed = Tokens::from(reply);
+    assert_eq!(
+        server.post(&create, Some(&refreshed.access)).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn token_endpoint_answers_in_oauth_form() {
+    let server = start(MemoryStore::new()).await;
+    let cases = [
+        (
+            "grant_type=password&username=admin&password=wrong",
+            "invalid_grant",
+        ),
+        (
+            "grant_type=password&username=nobody&password=whatever1",
+            "invalid_grant",
+        ),
+        ("grant_type=password&username=admin", "invalid_request"),
+        ("username=admin&password=x", "invalid_request"),
+        ("grant_type=client_credentials", "unsupported_grant_type"),
+        (
+            "grant_type=refresh_token&refresh_token=made-up",
+            "invalid_grant",
+        ),
+        ("grant_type=refresh_token", "invalid_request"),
+        (
+            "grant_type=password&grant_type=password&username=admin&password=x",
+            "invalid_request",
+        ),
+        (
+            "grant_type=password&username=admin&password=x&readOnly=maybe",
+            "invalid_request",
+        ),
+    ];
+    for (form, error) in cases {
+        let reply = server.token_request(form).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{form}");
+        assert_eq!(reply.json["error"], error, "{form}");
+        assert!(reply.json["error_description"].is_string(), "{form}");
+        assert_eq!(reply.headers["cache-control"], "no-store");
+    }
+    // The wrong password and the unknown user get the same words.
+    let a = server.token_request(cases[0].0).await;
+    let b = server.token_request(cases[1].0).await;
+    assert_eq!(a.json, b.json);
+
+    for (content_type, body) in [
+        ("application/json", r#"{"grant_type":"password"}"#),
+        (
+            "text/plain",
+            "grant_type=password&username=admin&password=x",
+        ),
+    ] {
+        let reply = server
+            .call(
+                Method::POST,
+                "/api/v3/token",
+                None,
+                Body::Raw(content_type, body),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{content_type}");
+        assert_eq!(reply.json["error"], "invalid_request");
+    }
+    let reply = server
+        .call(Method::POST, "/api/v3/token", None, Body::None)
+        .await;
+    assert_eq!(reply.json["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_vspc_envelope_with_the_parameter_named() {
+    let server = start(MemoryStore::new()).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let auth = Some(admin.access.as_str());
+    let uid = server.admin_uid.clone();
+    let (_, id) = server
+        .create_key(&admin.access, &uid, "description=k&scopes=rest")
+        .await;
+    let long = "x".repeat(129);
+
+    // (method, path, status, parameterName)
+    let cases: Vec<(Method, String, u16, &str)> = vec![
+        (Method::POST, format!("/api/v3/users/{uid}/logins/apikey?scopes=rest"), 400, "description"),
+        (Method::POST, format!("/api/v3/users/{uid}/logins/apikey?description=&scopes=rest"), 400, "description"),
+        (Method::POST, format!("/api/v3/users/{uid}/logins/apikey?description={long}&scopes=rest"), 400, "description"),
+        (Method::POST, format!("/api/v3/users/{uid}/logins/apikey?description=a%3Cb&scopes=rest"), 400, "description"),
+        (Method::POST, format!("/api/v3/users/{uid}/logins/apikey?description=a%3Db&scopes=rest"), 400, "description"),
+        (Method::POST, format!("/api/v3/users/{uid}/logins/apikey?description=a&description=b&scopes=rest"), 400, "description"),
+        (Method::POST, format!("/api/v3/users/{uid}/logins/apikey?description=ok&scopes=nope"), 400, "scopes"),
+        (Method::POST, format!("/api/v3/users/{uid}/logins/apikey?description=ok&scopes=[\"rest\""), 400, "scopes"),
+        (Method::POST, format!("/api/v3/users/{uid}/logins/apikey?description=ok"), 400, "scopes"),
+        (Method::POST, format!("/api/v3/users/{uid}/logins/apikey?description=ok&scopes=rest&isReadAccessOnly=maybe"), 400, "isReadAccessOnly"),
+        (Method::POST, "/api/v3/users/no-such-user/logins/apikey?description=ok&scopes=rest".to_owned(), 404, "userUid"),
+        (Method::GET, "/api/v3/users/logins?limit=0".to_owned(), 400, "limit"),
+        (Method::GET, "/api/v3/users/logins?limit=501".to_owned(), 400, "limit"),
+        (Method::GET, "/api/v3/users/logins?limit=ten".to_owned(), 400, "limit"),
+        (Method::GET, "/api/v3/users/logins?offset=-1".to_owned(), 400, "offset"),
+        (Method::GET, "/api/v3/users/logins?sort=colour".to_owned(), 400, "sort"),
+        (Method::GET, "/api/v3/users/logins?filter=status".to_owned(), 400, "filter"),
+        (Method::GET, format!("/api/v3/users/{uid}/logins?limit=1000"), 400, "limit"),
+        (Method::GET, "/api/v3/users?limit=0".to_owned(), 400, "limit"),
+        (Method::GET, "/api/v3/users/no-such-user/logins".to_owned(), 404, "userUid"),
+        (Method::GET, "/api/v3/users/no-such-user".to_owned(), 404, "userUid"),
+        (Method::GET, format!("/api/v3/users/{uid}/logins/abc"), 400, "userLoginId"),
+        (Method::GET, format!("/api/v3/users/{uid}/logins/12345"), 404, "userLoginId"),
+        (Method::GET, format!("/api/v3/users/{uid}/logins/0"), 404, "userLoginId"),
+        (Method::DELETE, format!("/api/v3/users/{uid}/logins/12345"), 404, "userLoginId"),
+        (Method::DELETE, "/api/v3/users/no-such-user/tokens".to_owned(), 404, "userUid"),
+        (Method::GET, "/api/v3/organizations/companies/no-such-company".to_owned(), 404, "companyUid"),
+    ];
+    for (method, path, status, parameter) in cases {
+        let reply = server.call(method.clone(), &path, auth, Body::None).await;
+        assert_eq!(
+            reply.status.as_u16(),
+            status,
+            "{method} {path}: {:?}",
+            reply.json
+        );
+        assert_eq!(reply.error()["code"], status, "{path}");
+        assert_eq!(reply.error()["parameterName"], parameter, "{method} {path}");
+        assert!(reply.error()["message"].is_string());
+        let kind = if status == 404 {
+            "notFound"
+        } else {
+            "validation"
+        };
+        assert_eq!(reply.error()["type"], kind, "{path}");
+    }
+
+    // JSON Patch: malformed documents are 400 and change nothing.
+    let key_path = format!("/api/v3/users/{uid}/logins/{id}");
+    let patches: Vec<(Value, Option<&str>)> = vec![
+        (
+            json!({ "op": "replace", "path": "/status", "value": "disabled" }),
+            None,
+        ),
+        (
+            json!([{ "op": "add", "path": "/status", "value": "disabled" }]),
+            Some("op"),
+        ),
+        (
+            json!([{ "op": "remove", "path": "/description" }]),
+            Some("op"),
+        ),
+        (
+            json!([{ "op": "replace", "path": "/scopes", "value": ["ui"] }]),
+            Some("path"),
+        ),
+        (
+            json!([{ "op": "replace", "path": "/status" }]),
+            Some("value"),
+        ),
+        (
+            json!([{ "op": "replace", "path": "/status", "value": "paused" }]),
+            Some("status"),
+        ),
+        (
+            json!([{ "op": "replace", "path": "/status", "value": "disabledDueToUser" }]),
+            Some("status"),
+        ),
+        (
+            json!([{ "op": "replace", "path": "/description", "value": "a>b" }]),
+            Some("description"),
+        ),
+        (
+            json!([
+                { "op": "replace", "path": "/status", "value": "disabled" },
+                { "op": "replace", "path": "/description", "value": "" }
+            ]),
+            Some("description"),
+        ),
+    ];
+    for (document, property) in patches {
+        let reply = server.patch(&key_path, auth, document.clone()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{document}");
+        assert_eq!(reply.error()["type"], "validation");
+        match property {
+            Some(p) => assert_eq!(reply.error()["propertyName"], p, "{document}"),
+            None => assert!(reply.error().get("propertyName").is_none()),
+        }
+    }
+    let unchanged = server.get(&key_path, auth).await;
+    assert_eq!(unchanged.json["data"]["status"], "enabled");
+    assert_eq!(unchanged.json["data"]["description"], "k");
+
+    // Media types and unparseable bodies.
+    let raw = [
+        (
+            Method::PATCH,
+            key_path.as_str(),
+            "text/plain",
+            r#"[{"op":"replace","path":"/status","value":"disabled"}]"#,
+            415,
+        ),
+        (
+            Method::PATCH,
+            key_path.as_str(),
+            "application/json",
+            "[{",
+            400,
+        ),
+        (
+            Method::POST,
+            "/api/v3/users",
+            "application/x-www-form-urlencoded",
+            "userName=x",
+            415,
+        ),
+        (
+            Method::POST,
+            "/api/v3/users",
+            "application/json",
+            "{nope",
+            400,
+        ),
+        (
+            Method::POST,
+            "/api/v3/organizations/companies",
+            "text/plain",
+            "{}",
+            415,
+        ),
+    ];
+    for (method, path, content_type, body, status) in raw {
+        let reply = server
+            .call(method.clone(), path, auth, Body::Raw(content_type, body))
+            .await;
+        assert_eq!(
+            reply.status.as_u16(),
+            status,
+            "{method} {path} {content_type}"
+        );
+        assert_eq!(reply.error()["code"], status);
+    }
+    // JSON Patch's own media type is welcome.
+    let reply = server
+        .call(
+            Method::PATCH,
+            &key_path,
+            auth,
+            Body::Raw(
+                "application/json-patch+json",
+                r#"[{"op":"replace","path":"/description","value":"patched"}]"#,
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    // Users and companies name the body property at fault.
+    let bodies = [
+        (
+            "/api/v3/users",
+            json!({ "credentials": { "password": "long enough" } }),
+            400,
+            "userName",
+        ),
+        (
+            "/api/v3/users",
+            json!({ "userName": " padded", "credentials": { "password": "long enough" } }),
+            400,
+            "userName",
+        ),
+        (
+            "/api/v3/users",
+            json!({ "userName": "dora" }),
+            400,
+            "credentials.password",
+        ),
+        (
+            "/api/v3/users",
+            json!({ "userName": "dora", "credentials": { "password": "short" } }),
+            400,
+            "credentials.password",
+        ),
+        (
+            "/api/v3/users",
+            json!({ "userName": "dora", "credentials": { "password": "long enough" }, "role": "king" }),
+            400,
+            "role",
+        ),
+        (
+            "/api/v3/users",
+            json!({ "userName": "dora", "credentials": { "password": "long enough" }, "organizationUid": "none" }),
+            400,
+            "organizationUid",
+        ),
+        (
+            "/api/v3/users",
+            json!({ "userName": "admin", "credentials": { "password": "long enough" } }),
+            409,
+            "userName",
+        ),
+        ("/api/v3/organizations/companies", json!({}), 400, "name"),
+        (
+            "/api/v3/organizations/companies",
+            json!({ "name": "Default" }),
+            409,
+            "name",
+        ),
+        (
+            "/api/v3/organizations/companies",
+            json!({ "name": "Gamma", "status": "gone" }),
+            400,
+            "status",
+        ),
+    ];
+    for (path, body, status, property) in bodies {
+        let reply = server
+            .call(Method::POST, path, auth, Body::Json(body.clone()))
+            .await;
+        assert_eq!(reply.status.as_u16(), status, "{body}: {:?}", reply.json);
+        assert_eq!(reply.error()["propertyName"], property, "{body}");
+    }
+    // Nothing of the refused users was written.
+    let users = server.get("/api/v3/users", auth).await;
+    assert_eq!(users.json["meta"]["pagingInfo"]["total"], 1);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json_and_health_is_open() {
+    let server = start(MemoryStore::new()).await;
+    let reply = server.get("/health", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json, json!({ "status": "ok" }));
+
+    let reply = server.get("/api/v3/nothing-here", None).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.error()["type"], "notFound");
+
+    let reply = server.get("/api/v3/token", None).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.error()["code"], 405);
+
+    // Without credentials the protected endpoints answer with the layer's challenge.
+    let reply = server.get("/api/v3/users", None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.challenge(), Some("Bearer realm=\"api\""));
+    assert_eq!(reply.error()["type"], "security");
+    let reply = server.get("/api/v3/users", Some("not-a-valid-token")).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply.challenge().unwrap().contains("invalid_token"));
+}
+
+#[tokio::test]
+async fn disabling_a_user_disables_their_keys_and_tokens_until_enabled() {
+    let server = start(MemoryStore::new()).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let bob_uid = server.create_user(&admin.access, "bob", json!({})).await;
+    let bob = server.login("bob", "bob password").await;
+    let (key, id) = server
+        .create_key(&bob.access, &bob_uid, "description=bob&scopes=rest")
+        .await;
+    let (key2, _) = server
+        .create_key(&bob.access, &bob_uid, "description=bob2&scopes=rest")
+        .await;
+    let own = format!("/api/v3/users/{bob_uid}/logins");
+    assert_eq!(server.get(&own, Some(&key)).await.status, StatusCode::OK);
+
+    let user_path = format!("/api/v3/users/{bob_uid}");
+    let reply = server
+        .patch(
+            &user_path,
+            Some(&admin.access),
+            replace("/status", json!("disabled")),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    assert_eq!(reply.json["data"]["status"], "disabled");
+    for credential in [&key, &key2, &bob.access] {
+        let reply = server.get(&own, Some(credential)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert!(reply.challenge().unwrap().contains("invalid_token"));
+    }
+    let listing = server.get(&own, Some(&admin.access)).await;
+    for login in listing.json["data"].as_array().unwrap() {
+        assert_eq!(login["status"], "disabledDueToUser");
+    }
+    let reply = server
+        .token_request("grant_type=password&username=bob&password=bob%20password")
+        .await;
+    assert_eq!(reply.json["error"], "invalid_grant");
+    let reply = server
+        .token_request(&format!(
+            "grant_type=refresh_token&refresh_token={}",
+            bob.refresh
+        ))
+        .await;
+    assert_eq!(reply.json["error"], "invalid_grant");
+
+    server
+        .patch(
+            &user_path,
+            Some(&admin.access),
+            replace("/status", json!("enabled")),
+        )
+        .await;
+    assert_eq!(server.get(&own, Some(&key)).await.status, StatusCode::OK);
+    let reply = server.get(&format!("{own}/{id}"), Some(&key2)).await;
+    assert_eq!(reply.json["data"]["status"], "enabled");
+    server.login("bob", "bob password").await;
+
+    // An administrator cannot lock themselves out.
+    let admin_uid = server.admin_uid.clone();
+    let reply = server
+        .patch(
+            &format!("/api/v3/users/{admin_uid}"),
+            Some(&admin.access),
+            replace("/status", json!("disabled")),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.error()["propertyName"], "status");
+}
+
+#[tokio::test]
+async fn disabling_a_company_disables_every_key_of_its_users() {
+    let server = start(MemoryStore::new()).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let reply = server
+        .call(
+            Method::POST,
+            "/api/v3/organizations/companies",
+            Some(&admin.access),
+            Body::Json(json!({ "name": "Beta" })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    assert_eq!(reply.json["data"]["status"], "enabled");
+    let beta = reply.json["data"]["instanceUid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let carol_uid = server
+        .create_user(&admin.access, "carol", json!({ "organizationUid": beta }))
+        .await;
+    let carol = server.login("carol", "carol password").await;
+    let (key, _) = server
+        .create_key(&carol.access, &carol_uid, "description=c&scopes=rest")
+        .await;
+    let own = format!("/api/v3/users/{carol_uid}/logins");
+    let reply = server.get(&own, Some(&key)).await;
+    assert_eq!(reply.json["data"][0]["companyName"], "Beta");
+
+    let company_path = format!("/api/v3/organizations/companies/{beta}");
+    let reply = server
+        .patch(
+            &company_path,
+            Some(&admin.access),
+            replace("/status", json!("disabled")),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    assert_eq!(reply.json["data"]["status"], "disabled");
+    assert_eq!(
+        server.get(&own, Some(&key)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        server.get(&own, Some(&carol.access)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let listing = server
+        .get("/api/v3/users/logins?filter=[{\"property\":\"status\",\"operation\":\"equals\",\"value\":\"disabledDueToCompany\"}]", Some(&admin.access))
+        .await;
+    assert_eq!(listing.json["meta"]["pagingInfo"]["total"], 1);
+    assert_eq!(listing.json["data"][0]["userUid"], carol_uid.as_str());
+    let reply = server
+        .token_request("grant_type=password&username=carol&password=carol%20password")
+        .await;
+    assert_eq!(reply.json["error"], "invalid_grant");
+
+    server
+        .patch(
+            &company_path,
+            Some(&admin.access),
+            replace("/status", json!("enabled")),
+        )
+        .await;
+    let reply = server.get(&own, Some(&key)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json["data"][0]["status"], "enabled");
+
+    // The administrator's own company cannot be disabled.
+    let companies = server
+        .get("/api/v3/organizations/companies", Some(&admin.access))
+        .await;
+    assert_eq!(companies.json["meta"]["pagingInfo"]["total"], 2);
+    let default = companies.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "Default")
+        .unwrap()["instanceUid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reply = server
+        .patch(
+            &format!("/api/v3/organizations/companies/{default}"),
+            Some(&admin.access),
+            replace("/status", json!("disabled")),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn who_may_do_what() {
+    let server = start(MemoryStore::new()).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let alice_uid = server.create_user(&admin.access, "alice", json!({})).await;
+    let bob_uid = server.create_user(&admin.access, "bob", json!({})).await;
+    let alice = server.login("alice", "alice password").await;
+    let bob = server.login("bob", "bob password").await;
+    let (_, key_id) = server
+        .create_key(&alice.access, &alice_uid, "description=k&scopes=rest")
+        .await;
+    let (read_only, _) = server
+        .create_key(
+            &alice.access,
+            &alice_uid,
+            "description=ro&scopes=rest&isReadAccessOnly=true",
+        )
+        .await;
+    let reply = server
+        .call(
+            Method::POST,
+            "/api/v3/organizations/companies",
+            Some(&admin.access),
+            Body::Json(json!({ "name": "Beta" })),
+        )
+        .await;
+    let beta = reply.json["data"]["instanceUid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let key = format!("/api/v3/users/{alice_uid}/logins/{key_id}");
+    let describe = replace("/description", json!("changed"));
+    let keep_enabled = replace("/status", json!("enabled"));
+    let new_user = |n: &str| json!({ "userName": n, "credentials": { "password": "long enough" } });
+    // (method, path, body, [admin, alice (owner), bob (other), read-only key of alice, anonymous])
+    let table: Vec<(Method, String, Option<Value>, [u16; 5])> = vec![
+        (
+            Method::GET,
+            "/api/v3/users/logins".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            Method::GET,
+            format!("/api/v3/users/{alice_uid}/logins"),
+            None,
+            [200, 200, 403, 200, 401],
+        ),
+        (
+            Method::POST,
+            format!("/api/v3/users/{alice_uid}/logins/apikey?description=t&scopes=rest"),
+            None,
+            [200, 200, 403, 403, 401],
+        ),
+        (Method::GET, key.clone(), None, [200, 200, 403, 200, 401]),
+        (
+            Method::PATCH,
+            key.clone(),
+            Some(describe),
+            [200, 200, 403, 403, 401],
+        ),
+        (
+            Method::GET,
+            "/api/v3/users".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            Method::GET,
+            "/api/v3/users/me".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            Method::POST,
+            "/api/v3/users".into(),
+            Some(new_user("u1")),
+            [200, 403, 403, 403, 401],
+        ),
+        (
+            Method::GET,
+            format!("/api/v3/users/{alice_uid}"),
+            None,
+            [200, 200, 403, 200, 401],
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v3/users/{alice_uid}"),
+            Some(keep_enabled.clone()),
+            [200, 403, 403, 403, 401],
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v3/users/{alice_uid}/tokens"),
+            None,
+            [200, 200, 403, 403, 401],
+        ),
+        (
+            Method::GET,
+            "/api/v3/organizations/companies".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            Method::POST,
+            "/api/v3/organizations/companies".into(),
+            Some(json!({ "name": "Gamma" })),
+            [200, 403, 403, 403, 401],
+        ),
+        (
+            Method::GET,
+            format!("/api/v3/organizations/companies/{beta}"),
+            None,
+            [200, 403, 403, 403, 401],
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v3/organizations/companies/{beta}"),
+            Some(keep_enabled),
+            [200, 403, 403, 403, 401],
+        ),
+    ];
+    let callers = [
+        Some(admin.access.as_str()),
+        Some(alice.access.as_str()),
+        Some(bob.access.as_str()),
+        Some(read_only.as_str()),
+        None,
+    ];
+    for (method, path, body, expected) in table {
+        for (who, (caller, status)) in callers.iter().zip(expected).enumerate() {
+            // Creating the same user or company twice would be a 409, not what is tested here.
+            let body = match (&body, who) {
+                (Some(b), 0) => Body::Json(b.clone()),
+                (Some(b), _) if b.get("userName").is_some() => {
+                    Body::Json(new_user(&format!("u{who}x")))
+                }
+                (Some(b), _) if b.get("name").is_some() => {
+                    Body::Json(json!({ "name": format!("C{who}") }))
+                }
+                (Some(b), _) => Body::Json(b.clone()),
+                (None, _) => Body::None,
+            };
+            let reply = server.call(method.clone(), &path, *caller, body).await;
+            assert_eq!(
+                reply.status.as_u16(),
+                status,
+                "caller {who}: {method} {path}: {:?}",
+                reply.json
+            );
+            if status == 403 && who == 3 && method != Method::GET {
+                // The read-only refusal is the layer's, with its challenge.
+                assert!(
+                    reply.challenge().unwrap().contains("insufficient_scope"),
+                    "{method} {path}"
+                );
+            } else if status == 403 {
+                assert!(reply.challenge().is_none(), "{method} {path}");
+                assert_eq!(reply.error()["type"], "security");
+            }
+        }
+    }
+
+    // Listings show each user their own keys only.
+    let reply = server.get("/api/v3/users/logins", Some(&bob.access)).await;
+    assert_eq!(reply.json["meta"]["pagingInfo"]["total"], 0);
+    let reply = server.get("/api/v3/users", Some(&bob.access)).await;
+    assert_eq!(reply.json["meta"]["pagingInfo"]["total"], 1);
+    assert_eq!(reply.json["data"][0]["userName"], "bob");
+    // Naming alice's key under bob's own UID is "not found", never "forbidden".
+    let reply = server
+        .get(
+            &format!("/api/v3/users/{bob_uid}/logins/{key_id}"),
+            Some(&bob.access),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+
+    // Deleting: others and read-only identities are refused; the owner and an administrator may.
+    let (_, second) = server
+        .create_key(&alice.access, &alice_uid, "description=d&scopes=rest")
+        .await;
+    let second = format!("/api/v3/users/{alice_uid}/logins/{second}");
+    assert_eq!(
+        server.delete(&second, Some(&bob.access)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        server.delete(&second, Some(&read_only)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        server.delete(&second, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        server.delete(&second, Some(&alice.access)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.delete(&key, Some(&admin.access)).await.status,
+        StatusCode::OK
+    );
+    // Administrators issue keys for others.
+    let (for_bob, _) = server
+        .create_key(&admin.access, &bob_uid, "description=b&scopes=rest")
+        .await;
+    let reply = server
+        .get(&format!("/api/v3/users/{bob_uid}/logins"), Some(&for_bob))
+        .await;
+    assert_eq!(reply.json["data"][0]["userName"], "bob");
+}
+
+#[tokio::test]
+async fn listings_page_sort_and_filter() {
+    let server = start(MemoryStore::new()).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let auth = Some(admin.access.as_str());
+    let uid = server.admin_uid.clone();
+    let mut ids = Vec::new();
+    for d in [
+        "delta", "alpha", "echo", "charlie", "bravo", "foxtrot", "golf",
+    ] {
+        ids.push(
+            server
+                .create_key(&admin.access, &uid, &format!("description={d}&scopes=rest"))
+                .await
+                .1,
+        );
+    }
+    let descriptions = |reply: &Reply| -> Vec<String> {
+        reply.json["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["description"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let reply = server
+        .get("/api/v3/users/logins?limit=3&sort=description", auth)
+        .await;
+    assert_eq!(
+        reply.json["meta"]["pagingInfo"],
+        json!({ "total": 7, "count": 3, "offset": 0 })
+    );
+    assert_eq!(descriptions(&reply), ["alpha", "bravo", "charlie"]);
+    let reply = server
+        .get(
+            "/api/v3/users/logins?limit=3&offset=6&sort=description",
+            auth,
+        )
+        .await;
+    assert_eq!(
+        reply.json["meta"]["pagingInfo"],
+        json!({ "total": 7, "count": 1, "offset": 6 })
+    );
+    assert_eq!(descriptions(&reply), ["golf"]);
+    let reply = server.get("/api/v3/users/logins?offset=100", auth).await;
+    assert_eq!(
+        reply.json["meta"]["pagingInfo"],
+        json!({ "total": 7, "count": 0, "offset": 100 })
+    );
+
+    for sort in [
+        "-description",
+        "[\"-description\"]",
+        "[{\"property\":\"description\",\"direction\":\"descending\"}]",
+    ] {
+        let reply = server
+            .get(&format!("/api/v3/users/logins?limit=2&sort={sort}"), auth)
+            .await;
+        assert_eq!(descriptions(&reply), ["golf", "foxtrot"], "{sort}");
+    }
+    // Creation order is the order the keys were made in.
+    let reply = server
+        .get("/api/v3/users/logins?sort=creationDate", auth)
+        .await;
+    assert_eq!(
+        descriptions(&reply),
+        ["delta", "alpha", "echo", "charlie", "bravo", "foxtrot", "golf"]
+    );
+    let reply = server
+        .get("/api/v3/users/logins?sort=-creationDate&limit=1", auth)
+        .await;
+    assert_eq!(descriptions(&reply), ["golf"]);
+
+    for id in &ids[..2] {
+        server
+            .patch(
+                &format!("/api/v3/users/{uid}/logins/{id}"),
+                auth,
+                replace("/status", json!("disabled")),
+            )
+            .await;
+    }
+    let disabled = r#"[{"property":"status","operation":"equals","value":"disabled"}]"#;
+    let reply = server
+        .get(
+            &format!("/api/v3/users/logins?sort=description&filter={disabled}"),
+            auth,
+        )
+        .await;
+    assert_eq!(descriptions(&reply), ["alpha", "delta"]);
+    let contains = r#"[{"property":"description","operation":"contains","value":"O"},{"property":"status","operation":"equals","value":"enabled"}]"#;
+    let reply = server
+        .get(
+            &format!("/api/v3/users/{uid}/logins?sort=description&filter={contains}"),
+            auth,
+        )
+        .await;
+    assert_eq!(descriptions(&reply), ["bravo", "echo", "foxtrot", "golf"]);
+    assert_eq!(reply.json["meta"]["pagingInfo"]["total"], 4);
+    let other_user = r#"[{"property":"userUid","operation":"equals","value":"someone-else"}]"#;
+    let reply = server
+        .get(
+            &format!("/api/v3/users/{uid}/logins?filter={other_user}"),
+            auth,
+        )
+        .await;
+    assert_eq!(reply.json["meta"]["pagingInfo"]["total"], 0);
+}
+
+#[tokio::test]
+async fn keys_survive_a_restart_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("tower-api-key-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("restart.db");
+    let _ = std::fs::remove_file(&file);
+    let url = format!("sqlite:{}", file.display());
+
+    let (uid, kept, disabled) = {
+        let store = SqliteStore::connect(&url).await.unwrap();
+        let server = start(store.clone()).await;
+        let admin = server.login("admin", ADMIN_PASSWORD).await;
+        let uid = server.admin_uid.clone();
+        let (kept, _) = server
+            .create_key(&admin.access, &uid, "description=kept&scopes=rest")
+            .await;
+        let (disabled, id) = server
+            .create_key(&admin.access, &uid, "description=off&scopes=rest")
+            .await;
+        server
+            .patch(
+                &format!("/api/v3/users/{uid}/logins/{id}"),
+                Some(&admin.access),
+                replace("/status", json!("disabled")),
+            )
+            .await;
+        assert_eq!(
+            server
+                .get("/api/v3/users/logins", Some(&disabled))
+                .await
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+        server.stop().await;
+        store.close().await;
+        (uid, kept, disabled)
+    };
+
+    let store = SqliteStore::connect(&url).await.unwrap();
+    let server = start(store.clone()).await;
+    // The administrator from the first start is kept, password and all.
+    assert_eq!(server.admin_uid, uid);
+    server.login("admin", ADMIN_PASSWORD).await;
+    let reply = server
+        .get("/api/v3/users/logins?sort=description", Some(&kept))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json["meta"]["pagingInfo"]["total"], 2);
+    assert_eq!(reply.json["data"][0]["description"], "kept");
+    assert_eq!(reply.json["data"][1]["status"], "disabled");
+    assert_eq!(
+        server
+            .get("/api/v3/users/logins", Some(&disabled))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    server.stop().await;
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
