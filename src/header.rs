@@ -12,13 +12,14 @@ pub(crate) const DEFAULT_MAX_HEADER_LEN: usize = 4096;
 /// The bearer value of the one `Authorization` header, or why there is none usable.
 ///
 /// The scheme is case-insensitive; exactly one space separates it from the value; trailing spaces and
-/// tabs are tolerated; the value must be token68, optionally behind RFC 8959's `secret-token:`.
+/// tabs are tolerated. The value's characters are not checked here: a key's parser checks them
+/// anyway, and [`token68`] does it for everything else.
 #[inline]
 pub(crate) fn bearer<'a>(
     headers: &'a HeaderMap,
     uri: &Uri,
     max_len: usize,
-) -> Result<&'a str, Reason> {
+) -> Result<&'a [u8], Reason> {
     let mut all = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = all.next() else {
         return Err(Reason::NoCredentials);
@@ -50,14 +51,19 @@ pub(crate) fn bearer<'a>(
     if token.is_empty() {
         return Err(Reason::EmptyValue);
     }
+    if query_has_access_token(uri) {
+        return Err(Reason::TwoMethods);
+    }
+    Ok(token)
+}
+
+/// The value as text if it is token68, optionally behind RFC 8959's `secret-token:`.
+pub(crate) fn token68(token: &[u8]) -> Result<&str, Reason> {
     let body = token
         .strip_prefix(SECRET_TOKEN_SCHEME.as_bytes())
         .unwrap_or(token);
     if !is_token68(body) {
         return Err(Reason::MalformedValue);
-    }
-    if query_has_access_token(uri) {
-        return Err(Reason::TwoMethods);
     }
     // token68 is ASCII, so this cannot fail; refuse rather than panic if it ever did.
     std::str::from_utf8(token).map_err(|_| Reason::MalformedValue)
@@ -109,7 +115,9 @@ mod tests {
             );
         }
         let uri: Uri = uri.parse().expect("uri");
-        bearer(&headers, &uri, DEFAULT_MAX_HEADER_LEN).map(str::to_owned)
+        bearer(&headers, &uri, DEFAULT_MAX_HEADER_LEN)
+            .and_then(token68)
+            .map(str::to_owned)
     }
 
     #[test]

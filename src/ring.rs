@@ -281,8 +281,8 @@ impl KeyRing {
     }
 
     #[inline]
-    pub(crate) fn parse<'a>(&self, value: &'a str) -> Result<ParsedKey<'a>, KeyError> {
-        self.inner.format.parse(value)
+    pub(crate) fn parse<'a>(&self, value: &'a [u8]) -> Result<ParsedKey<'a>, KeyError> {
+        self.inner.format.parse_bytes(value)
     }
 
     /// Hashes the secret and decides from the index alone: `None` on a miss.

@@ -97,8 +97,9 @@ impl Config {
                     }
                 }
             }
-            Err(KeyError::NotKeyShaped) => match &self.validator {
-                Some(validator) => {
+            Err(KeyError::NotKeyShaped) => match (&self.validator, header::token68(token)) {
+                (_, Err(reason)) => Step::Refuse(reason),
+                (Some(validator), Ok(token)) => {
                     let validator = validator.clone();
                     let token = token.strip_prefix(SECRET_TOKEN_SCHEME).unwrap_or(token);
                     let token = token.to_owned();
@@ -120,10 +121,14 @@ impl Config {
                         }
                     }))
                 }
-                None => Step::Refuse(Reason::NoValidator),
+                (None, Ok(_)) => Step::Refuse(Reason::NoValidator),
             },
             Err(KeyError::BadChecksum) => Step::Refuse(Reason::BadChecksum),
-            Err(_) => Step::Refuse(Reason::MalformedKey),
+            // A character outside token68 is a malformed request whatever the value's shape.
+            Err(_) => Step::Refuse(match header::token68(token) {
+                Ok(_) => Reason::MalformedKey,
+                Err(reason) => reason,
+            }),
         }
     }
 
