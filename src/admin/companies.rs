@@ -116,10 +116,7 @@ pub(crate) async fn patch(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let uid = path.get(COMPANY_UID)?;
-    let mut status = None;
-    for op in patch::parse(document, &["status"])? {
-        status = Some(settable_status(&op.value)?);
-    }
+    let status = patch::status_only(document)?;
     let company = state.company_or_404(uid, COMPANY_UID).await?;
     let Some(status) = status else {
         return Ok(data(CompanyBody::from(&company)));

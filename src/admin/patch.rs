@@ -93,6 +93,15 @@ fn pointer_property(pointer: &str, allowed: &[&'static str]) -> Option<&'static 
         .find(|p| p.eq_ignore_ascii_case(&segment))
 }
 
+/// The status a status-only patch (users, companies) sets: `Ok(None)` for an empty patch.
+pub(crate) fn status_only(document: Value) -> Result<Option<Status>, ApiError> {
+    let mut status = None;
+    for op in parse(document, &["status"])? {
+        status = Some(settable_status(&op.value)?);
+    }
+    Ok(status)
+}
+
 /// The status a client may set: `enabled` or `disabled` (the `disabledDueTo…` values are derived).
 pub(crate) fn settable_status(value: &Value) -> Result<Status, ApiError> {
     match value.as_str().and_then(Status::parse) {

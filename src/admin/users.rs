@@ -194,10 +194,7 @@ pub(crate) async fn patch(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let uid = path.get(USER_UID)?;
-    let mut status = None;
-    for op in patch::parse(document, &["status"])? {
-        status = Some(settable_status(&op.value)?);
-    }
+    let status = patch::status_only(document)?;
     let user = state.user_or_404(uid, USER_UID).await?;
     let Some(status) = status else {
         return Ok(data(UserBody::from(&user)));
