@@ -139,13 +139,11 @@ end
     .expect("script written");
     drop(f);
 
-    let app = Router::new()
-        .route("/open", get(handler))
-        .merge(
-            Router::new()
-                .route("/protected", get(handler))
-                .route_layer(ApiKeyLayer::new(ring.clone()).require_scope(Scope::REST)),
-        );
+    let app = Router::new().route("/open", get(handler)).merge(
+        Router::new()
+            .route("/protected", get(handler))
+            .route_layer(ApiKeyLayer::new(ring.clone()).require_scope(Scope::REST)),
+    );
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");

@@ -171,21 +171,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let (request, required) = match &self.config.scope {
-            ScopeRule::None => (request, None),
-            ScopeRule::Fixed(scope) => (request, Some(*scope)),
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // Only the request-dependent rule takes the request apart; the others leave it in place, so
+        // it is moved once, into the inner service.
+        let required = match &self.config.scope {
+            ScopeRule::None => None,
+            ScopeRule::Fixed(scope) => Some(*scope),
             ScopeRule::FromParts(f) => {
                 let (parts, body) = request.into_parts();
                 let scope = f(&parts);
-                (Request::from_parts(parts, body), scope)
+                request = Request::from_parts(parts, body);
+                scope
             }
         };
         match self.config.step(&request, required) {
             Step::Admit(identity) => {
                 #[cfg(feature = "tracing")]
                 tracing::trace!(key_id = ?identity.key_id(), "request admitted");
-                let mut request = request;
                 request.extensions_mut().insert(identity);
                 // The instance that was polled ready is the one that is called.
                 let clone = self.inner.clone();
