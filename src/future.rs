@@ -8,6 +8,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::identity::Identity;
+use crate::key::KeyId;
 use crate::layer::Config;
 use crate::rejection::{OnRejection, Reason};
 use crate::scope::Scope;
@@ -46,6 +47,7 @@ pub(crate) struct Deferred<S, B, R> {
     pub(crate) config: Arc<Config>,
     pub(crate) on_rejection: R,
     pub(crate) required: Option<Scope>,
+    pub(crate) key_id: Option<KeyId>,
 }
 
 impl<S, B, R, ResBody> ResponseFuture<S, B, R, ResBody>
@@ -102,6 +104,7 @@ where
                         config,
                         on_rejection,
                         required,
+                        key_id,
                     } = *call.take().expect("ResponseFuture polled after completion");
                     let next = match config.admit(outcome, request.method(), required) {
                         Ok(identity) => {
@@ -111,7 +114,9 @@ where
                             }
                         }
                         Err(reason) => State::Rejected {
-                            response: Some(on_rejection.on_rejection(config.rejection(reason))),
+                            response: Some(
+                                on_rejection.on_rejection(config.rejection(reason, key_id)),
+                            ),
                         },
                     };
                     this.state.set(next);

@@ -152,7 +152,8 @@ impl Challenges {
         }
     }
 
-    /// The challenges of the default realm, `api`.
+    /// The challenges of the default realm, `api` (for answers built outside a layer).
+    #[cfg(any(feature = "axum", test))]
     pub(crate) fn default_realm() -> &'static Challenges {
         static DEFAULT: OnceLock<Challenges> = OnceLock::new();
         DEFAULT.get_or_init(|| Challenges::new("api"))

@@ -8,7 +8,7 @@ use tower_service::Service;
 use crate::future::{Check, Deferred, ResponseFuture};
 use crate::header;
 use crate::identity::Identity;
-use crate::key::{KeyError, SECRET_TOKEN_SCHEME};
+use crate::key::{KeyError, KeyId, SECRET_TOKEN_SCHEME};
 use crate::layer::{ApiKeyLayer, Config};
 use crate::policy::{authorize, ScopeRule};
 use crate::rejection::{DefaultRejection, OnRejection, Reason, Rejection};
@@ -65,8 +65,8 @@ impl<S: fmt::Debug, R> fmt::Debug for ApiKey<S, R> {
 /// The first, synchronous step of a request.
 enum Step {
     Admit(Identity),
-    Refuse(Reason),
-    Wait(Check),
+    Refuse(Reason, Option<KeyId>),
+    Wait(Check, Option<KeyId>),
 }
 
 impl Config {
@@ -75,7 +75,7 @@ impl Config {
     fn step<B>(&self, request: &Request<B>, required: Option<Scope>) -> Step {
         let token = match header::bearer(request.headers(), request.uri(), self.max_header_len) {
             Ok(token) => token,
-            Err(reason) => return Step::Refuse(reason),
+            Err(reason) => return Step::Refuse(reason, None),
         };
         match self.ring.parse(token) {
             Ok(key) => {
@@ -83,52 +83,65 @@ impl Config {
                 match self.ring.check_key(&key) {
                     (Some(outcome), _) => match self.admit(outcome, request.method(), required) {
                         Ok(identity) => Step::Admit(identity),
-                        Err(reason) => Step::Refuse(reason),
+                        Err(reason) => Step::Refuse(reason, Some(id)),
                     },
                     (None, digest) => {
                         let ring = self.ring.clone();
-                        Step::Wait(Box::pin(async move {
-                            match ring.check_store(id, digest).await {
-                                Ok(outcome) => outcome,
-                                Err(e) if e.is_timeout() => Err(Reason::StoreTimeout),
-                                Err(_) => Err(Reason::StoreError),
-                            }
-                        }))
+                        Step::Wait(
+                            Box::pin(async move {
+                                match ring.check_store(id, digest).await {
+                                    Ok(outcome) => outcome,
+                                    Err(e) if e.is_timeout() => Err(Reason::StoreTimeout),
+                                    Err(_) => Err(Reason::StoreError),
+                                }
+                            }),
+                            Some(id),
+                        )
                     }
                 }
             }
             Err(KeyError::NotKeyShaped) => match (&self.validator, header::token68(token)) {
-                (_, Err(reason)) => Step::Refuse(reason),
+                (_, Err(reason)) => Step::Refuse(reason, None),
                 (Some(validator), Ok(token)) => {
                     let validator = validator.clone();
                     let token = token.strip_prefix(SECRET_TOKEN_SCHEME).unwrap_or(token);
                     let token = token.to_owned();
                     let timeout = self.ring.lookup_timeout();
-                    Step::Wait(Box::pin(async move {
-                        let identity =
-                            match tokio::time::timeout(timeout, validator.validate(&token)).await {
-                                Ok(Ok(identity)) => identity,
-                                Ok(Err(e)) if e.is_unavailable() => {
-                                    return Err(Reason::ValidatorError)
+                    Step::Wait(
+                        Box::pin(async move {
+                            let identity =
+                                match tokio::time::timeout(timeout, validator.validate(&token))
+                                    .await
+                                {
+                                    Ok(Ok(identity)) => identity,
+                                    Ok(Err(e)) if e.is_unavailable() => {
+                                        return Err(Reason::ValidatorError)
+                                    }
+                                    Ok(Err(_)) => return Err(Reason::InvalidToken),
+                                    Err(_) => return Err(Reason::ValidatorError),
+                                };
+                            // Token identities obey the same status rule as keys.
+                            match identity.token_status() {
+                                Some(status) if !status.is_enabled() => {
+                                    Err(Reason::Disabled(status))
                                 }
-                                Ok(Err(_)) => return Err(Reason::InvalidToken),
-                                Err(_) => return Err(Reason::ValidatorError),
-                            };
-                        // Token identities obey the same status rule as keys.
-                        match identity.token_status() {
-                            Some(status) if !status.is_enabled() => Err(Reason::Disabled(status)),
-                            _ => Ok(identity),
-                        }
-                    }))
+                                _ => Ok(identity),
+                            }
+                        }),
+                        None,
+                    )
                 }
-                (None, Ok(_)) => Step::Refuse(Reason::NoValidator),
+                (None, Ok(_)) => Step::Refuse(Reason::NoValidator, None),
             },
-            Err(KeyError::BadChecksum) => Step::Refuse(Reason::BadChecksum),
+            Err(KeyError::BadChecksum) => Step::Refuse(Reason::BadChecksum, None),
             // A character outside token68 is a malformed request whatever the value's shape.
-            Err(_) => Step::Refuse(match header::token68(token) {
-                Ok(_) => Reason::MalformedKey,
-                Err(reason) => reason,
-            }),
+            Err(_) => Step::Refuse(
+                match header::token68(token) {
+                    Ok(_) => Reason::MalformedKey,
+                    Err(reason) => reason,
+                },
+                None,
+            ),
         }
     }
 
@@ -151,9 +164,17 @@ impl Config {
         Ok(identity)
     }
 
-    pub(crate) fn rejection(&self, reason: Reason) -> Rejection {
+    /// The refusal for `reason`; `key_id` when the value was a key whose id could be read. Traced
+    /// with the reason and the id, never the secret.
+    pub(crate) fn rejection(&self, reason: Reason, key_id: Option<KeyId>) -> Rejection {
         #[cfg(feature = "tracing")]
-        tracing::debug!(reason = reason.as_str(), "request refused");
+        tracing::debug!(
+            reason = reason.as_str(),
+            key_id = key_id.map(KeyId::get),
+            "request refused"
+        );
+        #[cfg(not(feature = "tracing"))]
+        let _ = key_id;
         Rejection::new(reason, &self.challenges)
     }
 }
@@ -194,11 +215,11 @@ where
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 ResponseFuture::inner(inner.call(request))
             }
-            Step::Refuse(reason) => ResponseFuture::rejected(
+            Step::Refuse(reason, key_id) => ResponseFuture::rejected(
                 self.on_rejection
-                    .on_rejection(self.config.rejection(reason)),
+                    .on_rejection(self.config.rejection(reason, key_id)),
             ),
-            Step::Wait(check) => {
+            Step::Wait(check, key_id) => {
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 ResponseFuture::checking(
@@ -209,6 +230,7 @@ where
                         config: self.config.clone(),
                         on_rejection: self.on_rejection.clone(),
                         required,
+                        key_id,
                     },
                 )
             }
