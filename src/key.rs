@@ -193,7 +193,8 @@ impl KeyFormat {
     /// The `secret-token:` wrapper of RFC 8959 is accepted in front of the key.
     pub fn parse<'a>(&self, value: &'a str) -> Result<ParsedKey<'a>, KeyError> {
         let value = value.strip_prefix(SECRET_TOKEN_SCHEME).unwrap_or(value);
-        if !self.is_key_shaped(value) {
+        // Not `is_key_shaped`: that takes a wrapper off again, and the offsets below are the key's.
+        if value.len() != self.key_len() || !value.starts_with(&*self.head) {
             return Err(KeyError::NotKeyShaped);
         }
         let bytes = value.as_bytes();
@@ -439,6 +440,18 @@ mod tests {
                 // A changed secret could only pass if the CRC collides, which a single substitution cannot do.
                 assert!(parsed.is_err(), "position {i} char {c} accepted");
             }
+        }
+    }
+
+    #[test]
+    fn a_second_wrapper_is_not_taken_off() {
+        // With a long numeric prefix the bytes after one wrapper decode as an id; they must not be
+        // read as a key at all.
+        for prefix in ["tak", "0000000000000000"] {
+            let f = KeyFormat::new(prefix).expect("valid prefix");
+            let key = f.generate().expect("rng");
+            let twice = format!("{SECRET_TOKEN_SCHEME}{SECRET_TOKEN_SCHEME}{}", key.expose());
+            assert_eq!(f.parse(&twice).unwrap_err(), KeyError::NotKeyShaped);
         }
     }
 
