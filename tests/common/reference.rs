@@ -231,3 +231,19 @@ pub(crate) fn status_of(kind: RejectionKind) -> u16 {
         _ => unreachable!("a kind this reference does not know"),
     }
 }
+
+/// The `WWW-Authenticate` challenge of each kind of refusal (default realm); `insufficient_scope`
+/// may also name a scope, which [`decide`] gives.
+pub(crate) fn challenge_of(kind: RejectionKind) -> Option<String> {
+    match kind {
+        RejectionKind::MissingCredentials => Some(r#"Bearer realm="api""#.into()),
+        RejectionKind::InvalidRequest => {
+            Some(r#"Bearer realm="api", error="invalid_request""#.into())
+        }
+        RejectionKind::InvalidToken => Some(r#"Bearer realm="api", error="invalid_token""#.into()),
+        RejectionKind::InsufficientScope => {
+            Some(r#"Bearer realm="api", error="insufficient_scope""#.into())
+        }
+        _ => None,
+    }
+}
