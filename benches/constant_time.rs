@@ -11,7 +11,8 @@
 //! - `b_unknown_id_vs_wrong_secret`: the same key id and the same wrong secrets, sent to a ring that
 //!   has the id in its negative cache and to a ring that holds a key with that id. One id alone in
 //!   each index, so both sit in their home slot: the pair measures the decision, not where a hash
-//!   table happened to put two different ids (see SECURITY.md for the placement of many ids).
+//!   table happened to put two different ids (see SECURITY.md for the placement of many ids). The
+//!   two rings swap roles at random between blocks of requests.
 //! - `c_short_vs_long_bearer`: values that are not keys, of 8 characters against just under the
 //!   header limit. Refusal time grows with the length the client sent; this pair reports by how
 //!   much and is not held to the threshold.
@@ -33,7 +34,7 @@ use http::{HeaderValue, Request, Response};
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
 use tower_api_key::key::SecretDigest;
-use tower_api_key::store::KeyRecord;
+use tower_api_key::store::{ChangeEvent, KeyRecord};
 use tower_api_key::{
     ApiKey, ApiKeyLayer, KeyId, KeyRing, KeyStore, MemoryStore, Owner, Scopes, Status,
 };
@@ -53,13 +54,14 @@ fn inner(_: Request<()>) -> Ready<Result<Response<()>, Infallible>> {
     ready(Ok(Response::new(())))
 }
 
-/// The id and secret of the key under test, a ring that holds it, and a ring that has its id in
-/// the negative cache.
+/// The id and secret of the key under test, and two rings, each over a store of its own: one holds
+/// the key, the other has its id in the negative cache, and they can swap.
 struct Setup {
     id: u64,
     secret: Vec<u8>,
-    known: Svc,
-    unknown: Svc,
+    record: KeyRecord,
+    rt: tokio::runtime::Runtime,
+    rings: [(MemoryStore, KeyRing, Svc); 2],
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -69,14 +71,38 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+impl Setup {
+    /// Makes ring `known` hold the key and the other one cache its id as unknown; both answered
+    /// from their index afterwards.
+    fn roles(&self, known: usize) {
+        let key = key_text(self.id, &self.secret);
+        let id = self.record.id;
+        for (i, (store, ring, service)) in self.rings.iter().enumerate() {
+            let holds = i == known;
+            let status = self.rt.block_on(async {
+                if holds {
+                    let _ = store.insert(self.record.clone()).await;
+                } else {
+                    store.delete(id).await.expect("deleted");
+                }
+                ring.apply(&ChangeEvent::Key(id));
+                let mut service = service.clone();
+                std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+                service.call(request(&format!("Bearer {key}"))).await
+            });
+            let status = status.expect("infallible").status();
+            assert_eq!(status, if holds { 200 } else { 401 });
+            assert_eq!(ring.cached().0, usize::from(holds));
+        }
+    }
+}
+
 fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let rt = runtime();
         let mut rng = <BenchRng as dudect_bencher::rand::SeedableRng>::seed_from_u64(0x5e7);
         let id = rng.random_range(1..1u64 << 53);
         let secret = random_base62(SECRET_LEN, &mut rng);
-        let store = MemoryStore::new();
         let record = KeyRecord {
             id: KeyId::new(id).expect("valid id"),
             digest: SecretDigest::from_bytes(Sha256::digest(&secret).into()),
@@ -94,33 +120,21 @@ fn setup() -> &'static Setup {
             company_status: Status::Enabled,
             created: time::OffsetDateTime::UNIX_EPOCH,
         };
-        rt.block_on(store.insert(record)).expect("inserted");
-        let layer = |ring: &KeyRing| {
-            ApiKeyLayer::new(ring.clone()).layer(tower::service_fn(inner as Inner))
+        let ring = || {
+            let store = MemoryStore::new();
+            let ring = KeyRing::new(store.clone());
+            let service = ApiKeyLayer::new(ring.clone()).layer(tower::service_fn(inner as Inner));
+            (store, ring, service)
         };
-        let known_ring = KeyRing::new(store);
-        let unknown_ring = KeyRing::new(MemoryStore::new());
-        let (mut known, mut unknown) = (layer(&known_ring), layer(&unknown_ring));
-        // One request each fills the index: the key in one ring, "no such key" in the other.
-        let key = key_text(id, &secret);
-        let status = |service: &mut Svc, text: &str| {
-            rt.block_on(async {
-                std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
-                service.call(request(&format!("Bearer {text}"))).await
-            })
-            .expect("infallible")
-            .status()
-        };
-        assert_eq!(status(&mut known, &key), 200);
-        assert_eq!(status(&mut unknown, &key), 401);
-        assert_eq!(known_ring.cached(), (1, 0));
-        assert_eq!(unknown_ring.cached(), (0, 1));
-        Setup {
+        let setup = Setup {
             id,
             secret,
-            known,
-            unknown,
-        }
+            record,
+            rt: runtime(),
+            rings: [ring(), ring()],
+        };
+        setup.roles(0);
+        setup
     })
 }
 
@@ -183,43 +197,46 @@ fn pool(rng: &mut BenchRng, mut f: impl FnMut(&mut BenchRng) -> String) -> Vec<S
     (0..POOL).map(|_| format!("Bearer {}", f(rng))).collect()
 }
 
-/// One class: the service its requests go to, and the values they carry.
-struct Side<'a> {
-    service: &'a Svc,
-    values: &'a [String],
-}
-
-/// Times `samples_per_class()` requests of each side, in random order: a block of requests is built,
+/// Times `samples_per_class()` requests of each class, in random order: a block of requests is built,
 /// then each is passed to `call` on a service that was polled ready, and `call` alone is timed (it
 /// decides every request here without waiting: the id is in the index).
-fn measure(runner: &mut CtRunner, rng: &mut BenchRng, name: &str, left: Side<'_>, right: Side<'_>) {
-    let services = [
-        RefCell::new(left.service.clone()),
-        RefCell::new(right.service.clone()),
-    ];
+///
+/// Before each block, `services` says which service each class (left, right) goes to.
+fn measure(
+    runner: &mut CtRunner,
+    rng: &mut BenchRng,
+    name: &str,
+    [left, right]: [&[String]; 2],
+    mut services: impl FnMut(&mut BenchRng) -> [Svc; 2],
+) {
     let per_class = samples_per_class();
     let mut cx = Context::from_waker(Waker::noop());
-    // Class, side, and the request (taken by the one call that is timed).
-    type Slot = (Class, usize, Cell<Option<Request<()>>>);
+    // Class, and the request (taken by the one call that is timed).
+    type Slot = (Class, Cell<Option<Request<()>>>);
     let mut block: Vec<Slot> = Vec::with_capacity(BLOCK);
     let mut done = 0;
     while done < per_class {
         let n = (per_class - done).min(BLOCK / 2);
-        let mut sides: Vec<usize> = (0..n).flat_map(|_| [0, 1]).collect();
-        for i in (1..sides.len()).rev() {
-            sides.swap(i, rng.random_range(0..=i));
+        let [l, r] = services(rng);
+        let (l, r) = (RefCell::new(l), RefCell::new(r));
+        let mut classes: Vec<Class> = (0..n).flat_map(|_| [Class::Left, Class::Right]).collect();
+        for i in (1..classes.len()).rev() {
+            classes.swap(i, rng.random_range(0..=i));
         }
         block.clear();
-        for side in sides {
-            let (class, values) = match side {
-                0 => (Class::Left, left.values),
-                _ => (Class::Right, right.values),
+        for class in classes {
+            let values = match class {
+                Class::Left => left,
+                Class::Right => right,
             };
             let value = &values[rng.random_range(0..values.len())];
-            block.push((class, side, Cell::new(Some(request(value)))));
+            block.push((class, Cell::new(Some(request(value)))));
         }
-        for (class, side, slot) in &block {
-            let service = &services[*side];
+        for (class, slot) in &block {
+            let service = match class {
+                Class::Left => &l,
+                Class::Right => &r,
+            };
             let ready = service.borrow_mut().poll_ready(&mut cx);
             assert!(matches!(ready, Poll::Ready(Ok(()))));
             runner.run_one(*class, || {
@@ -232,16 +249,18 @@ fn measure(runner: &mut CtRunner, rng: &mut BenchRng, name: &str, left: Side<'_>
     println!("ct {name}: {per_class} samples per class");
 }
 
-fn a_secret_first_vs_last_byte(runner: &mut CtRunner, rng: &mut BenchRng) {
+/// The service of the ring that holds the key, for both classes.
+fn known(_: &mut BenchRng) -> [Svc; 2] {
     let setup = setup();
+    setup.roles(0);
+    [setup.rings[0].2.clone(), setup.rings[0].2.clone()]
+}
+
+fn a_secret_first_vs_last_byte(runner: &mut CtRunner, rng: &mut BenchRng) {
     let first = pool(rng, |rng| wrong_secret(0, rng));
     let last = pool(rng, |rng| wrong_secret(SECRET_LEN - 1, rng));
     let name = "a_secret_first_vs_last_byte";
-    let side = |values| Side {
-        service: &setup.known,
-        values,
-    };
-    measure(runner, rng, name, side(&first), side(&last));
+    measure(runner, rng, name, [&first, &last], known);
 }
 
 fn b_unknown_id_vs_wrong_secret(runner: &mut CtRunner, rng: &mut BenchRng) {
@@ -250,35 +269,36 @@ fn b_unknown_id_vs_wrong_secret(runner: &mut CtRunner, rng: &mut BenchRng) {
         let at = rng.random_range(0..SECRET_LEN);
         wrong_secret(at, rng)
     });
-    let unknown = Side {
-        service: &setup.unknown,
-        values: &wrong,
+    // Each block draws which ring holds the key, so where each ring's memory happens to lie
+    // weighs on both classes alike.
+    let swap = |rng: &mut BenchRng| {
+        let holds = rng.random_range(0..2);
+        setup.roles(holds);
+        let service = |i: usize| setup.rings[i].2.clone();
+        [service(1 - holds), service(holds)]
     };
-    let known = Side {
-        service: &setup.known,
-        values: &wrong,
-    };
-    measure(runner, rng, "b_unknown_id_vs_wrong_secret", unknown, known);
+    measure(
+        runner,
+        rng,
+        "b_unknown_id_vs_wrong_secret",
+        [&wrong, &wrong],
+        swap,
+    );
 }
 
 fn c_short_vs_long_bearer(runner: &mut CtRunner, rng: &mut BenchRng) {
-    let setup = setup();
     // The default limit is 4096 bytes for the whole header.
     let to_string = |v: Vec<u8>| String::from_utf8(v).expect("ascii");
     let short = pool(rng, |rng| to_string(random_base62(8, rng)));
     let long = pool(rng, |rng| {
         to_string(random_base62(4096 - "Bearer ".len(), rng))
     });
-    let side = |values| Side {
-        service: &setup.known,
-        values,
-    };
     measure(
         runner,
         rng,
         "c_short_vs_long_bearer",
-        side(&short),
-        side(&long),
+        [&short, &long],
+        known,
     );
 }
 
