@@ -97,8 +97,36 @@ fn is_token68(value: &[u8]) -> bool {
 fn query_has_access_token(uri: &Uri) -> bool {
     uri.query().is_some_and(|q| {
         q.split('&')
-            .any(|pair| pair.split('=').next() == Some("access_token"))
+            .any(|pair| is_access_token(pair.split('=').next().unwrap_or_default()))
     })
+}
+
+/// Whether a query parameter name reads `access_token` once form-decoded, as the application behind
+/// the layer would read it: `access%5Ftoken` is the same parameter.
+fn is_access_token(name: &str) -> bool {
+    let name = name.as_bytes();
+    let mut expected = b"access_token".iter();
+    let mut i = 0;
+    while i < name.len() {
+        let (byte, len) = match name[i] {
+            b'%' => match name.get(i + 1..i + 3).and_then(hex_byte) {
+                Some(byte) => (byte, 3),
+                None => (b'%', 1),
+            },
+            b'+' => (b' ', 1),
+            byte => (byte, 1),
+        };
+        if expected.next() != Some(&byte) {
+            return false;
+        }
+        i += len;
+    }
+    expected.next().is_none()
+}
+
+fn hex_byte(pair: &[u8]) -> Option<u8> {
+    let digit = |c: u8| char::from(c).to_digit(16);
+    Some((digit(pair[0])? << 4 | digit(pair[1])?) as u8)
 }
 
 #[cfg(test)]
@@ -197,5 +225,39 @@ mod tests {
             Err(Reason::TwoMethods)
         );
         assert_eq!(parse(&[b"Bearer abc"], "/x?token=1").as_deref(), Ok("abc"));
+    }
+
+    #[test]
+    fn access_token_is_recognised_however_its_name_is_encoded() {
+        for query in [
+            "access_token=x",
+            "access%5Ftoken=x",
+            "access%5ftoken",
+            "%61%63%63%65%73%73%5F%74%6F%6B%65%6E=x",
+            "a=1&acce%73s_token=",
+        ] {
+            let uri = format!("/x?{query}");
+            assert_eq!(
+                parse(&[b"Bearer abc"], &uri),
+                Err(Reason::TwoMethods),
+                "{query}"
+            );
+        }
+        for query in [
+            "access_token_hint=1",
+            "ACCESS_TOKEN=1",
+            "access%5Xtoken=1",
+            "access%5",
+            "%",
+            "access+token=1",
+            "x=access_token",
+        ] {
+            let uri = format!("/x?{query}");
+            assert_eq!(
+                parse(&[b"Bearer abc"], &uri).as_deref(),
+                Ok("abc"),
+                "{query}"
+            );
+        }
     }
 }

@@ -215,7 +215,10 @@ impl Table {
                 return;
             }
             let found_dist = self.distance(found, pos);
-            if found_dist < dist {
+            // Equal distances are ordered by id, so where an entry sits depends on the ids held, not
+            // on the order they came in: otherwise keys cached first sit nearer home than the
+            // unknown ids cached after them, and the time to look an id up tells which it is.
+            if found_dist < dist || (found_dist == dist && found > cur.id) {
                 let evicted = slot.read();
                 slot.write(&cur);
                 cur = evicted;
@@ -786,6 +789,36 @@ mod tests {
     fn slot_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<Slot>(), 64);
         assert_eq!(std::mem::align_of::<Slot>(), 64);
+    }
+
+    #[test]
+    fn slot_positions_depend_on_the_ids_held_not_the_order_they_came_in() {
+        // Whether an id was cached first (a key) or later (an unknown id during a flood) must not
+        // change how far from home it sits, or the cache lines a lookup touches tell them apart.
+        let ids: Vec<u64> = (1..=3000u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) | 1)
+            .collect();
+        let entry = |id: u64| Entry { id, ..Entry::EMPTY };
+        let layout = |order: &[u64], extra: &[u64]| {
+            let table = Table::new(4096, 0x5eed);
+            for &id in extra.iter().chain(order) {
+                table.insert_new(entry(id));
+            }
+            for &id in extra {
+                let pos = table.position(id).expect("present");
+                table.remove_at(pos);
+            }
+            table.slots.iter().map(Slot::id).collect::<Vec<_>>()
+        };
+        let forward = layout(&ids, &[]);
+        let mut reversed = ids.clone();
+        reversed.reverse();
+        let mut interleaved: Vec<u64> = ids.iter().copied().step_by(2).collect();
+        interleaved.extend(ids.iter().copied().skip(1).step_by(2));
+        let removed: Vec<u64> = (1..=300u64).map(|i| i << 40).collect();
+        assert_eq!(layout(&reversed, &[]), forward);
+        assert_eq!(layout(&interleaved, &[]), forward);
+        assert_eq!(layout(&ids, &removed), forward);
     }
 
     #[test]

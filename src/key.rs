@@ -453,6 +453,18 @@ mod tests {
     }
 
     #[test]
+    fn a_second_wrapper_is_not_taken_off() {
+        // With a long numeric prefix the bytes after one wrapper decode as an id; they must not be
+        // read as a key at all.
+        for prefix in ["tak", "0000000000000000"] {
+            let f = KeyFormat::new(prefix).expect("valid prefix");
+            let key = f.generate().expect("rng");
+            let twice = format!("{SECRET_TOKEN_SCHEME}{SECRET_TOKEN_SCHEME}{}", key.expose());
+            assert_eq!(f.parse(&twice).unwrap_err(), KeyError::NotKeyShaped);
+        }
+    }
+
+    #[test]
     fn other_prefix_or_length_is_not_key_shaped() {
         let f = format();
         let key = f.generate().expect("rng");

@@ -4,6 +4,8 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+pub(crate) mod reference;
+
 use std::convert::Infallible;
 use std::future::{ready, Ready};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -277,6 +279,10 @@ pub(crate) enum Fault {
     Panic,
     /// Answers with the record of another key id.
     WrongRecord,
+    /// Fails as a backend that cannot decode the record.
+    Corrupt,
+    /// Answers with the record, its own, its user's and its company's status replaced by these.
+    Statuses(Status, Status, Status),
 }
 
 /// A [`MemoryStore`] whose `get` counts its calls and fails on demand; every other call goes through.
@@ -289,7 +295,26 @@ pub(crate) struct FaultStore {
 struct FaultState {
     fault: Mutex<Fault>,
     gets: AtomicUsize,
+    inflight: AtomicUsize,
+    peak: AtomicUsize,
     gate: watch::Sender<bool>,
+}
+
+/// Counts one `get` in flight until dropped, however the call ends.
+struct InFlight<'a>(&'a FaultState);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a FaultState) -> Self {
+        let now = state.inflight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.peak.fetch_max(now, Ordering::SeqCst);
+        Self(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl FaultStore {
@@ -299,6 +324,8 @@ impl FaultStore {
             state: Arc::new(FaultState {
                 fault: Mutex::new(Fault::PassThrough),
                 gets: AtomicUsize::new(0),
+                inflight: AtomicUsize::new(0),
+                peak: AtomicUsize::new(0),
                 gate: watch::Sender::new(true),
             }),
         }
@@ -311,6 +338,16 @@ impl FaultStore {
     /// How often `get` was called.
     pub(crate) fn gets(&self) -> usize {
         self.state.gets.load(Ordering::SeqCst)
+    }
+
+    /// How many `get`s are running now.
+    pub(crate) fn inflight(&self) -> usize {
+        self.state.inflight.load(Ordering::SeqCst)
+    }
+
+    /// The most `get`s that ever ran at once.
+    pub(crate) fn peak(&self) -> usize {
+        self.state.peak.load(Ordering::SeqCst)
     }
 
     /// Makes every `get` wait until [`FaultStore::open`].
@@ -328,6 +365,7 @@ impl FaultStore {
 impl KeyStore for FaultStore {
     async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
         self.state.gets.fetch_add(1, Ordering::SeqCst);
+        let _inflight = InFlight::enter(&self.state);
         let mut gate = self.state.gate.subscribe();
         gate.wait_for(|open| *open).await.expect("gate kept open");
         let fault = *self.state.fault.lock().expect("lock");
@@ -343,6 +381,15 @@ impl KeyStore for FaultStore {
                 let other = KeyId::new(if id.get() == 1 { 2 } else { 1 }).expect("valid id");
                 Ok(self.inner.get(id).await?.map(|record| KeyRecord {
                     id: other,
+                    ..record
+                }))
+            }
+            Fault::Corrupt => Err(StoreError::corrupt("digest of 31 bytes, not 32")),
+            Fault::Statuses(status, user_status, company_status) => {
+                Ok(self.inner.get(id).await?.map(|record| KeyRecord {
+                    status,
+                    user_status,
+                    company_status,
                     ..record
                 }))
             }
@@ -372,4 +419,125 @@ impl KeyStore for FaultStore {
     async fn set_company_status(&self, company_id: &str, status: Status) -> Result<(), StoreError> {
         self.inner.set_company_status(company_id, status).await
     }
+}
+
+/// A key of the default format with this id and secret text and the checksum that matches: passes
+/// every offline check, whatever the store holds.
+pub(crate) fn key_with(id: u64, secret: &[u8]) -> String {
+    reference::key_text("tak", &reference::encode_base62(id, ID_LEN), secret)
+}
+
+/// A deterministic generator of test data (xorshift64*): reproducible, not secret.
+pub(crate) struct TestRng(u64);
+
+impl TestRng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number below `n`.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// `len` random base62 characters.
+    pub(crate) fn base62(&mut self, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| ALPHABET[self.below(62) as usize])
+            .collect()
+    }
+
+    /// A key id that a key could carry (1 to 2^53 - 1).
+    pub(crate) fn key_id(&mut self) -> u64 {
+        1 + self.below((1 << 53) - 1)
+    }
+}
+
+/// Every form in which a key could leak: the key, its secret (base62 text, raw bytes), the digest
+/// the store keeps, each in hex and base64 too, and every 12-character run of the secret.
+pub(crate) struct Canary {
+    forms: Vec<(String, Vec<u8>)>,
+}
+
+impl Canary {
+    pub(crate) fn new(key: &str) -> Self {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        use base64::Engine;
+        use sha2::{Digest, Sha256};
+
+        let secret = secret_of(key).as_bytes();
+        let raw_secret = decode_base62_256(secret);
+        let digest: [u8; 32] = Sha256::digest(secret).into();
+        let mut forms = Vec::new();
+        for (name, bytes) in [
+            ("key", key.as_bytes()),
+            ("secret", secret),
+            ("raw secret", &raw_secret[..]),
+            ("digest", &digest[..]),
+        ] {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            forms.push((format!("{name} hex"), hex.to_ascii_uppercase().into_bytes()));
+            forms.push((format!("{name} hex"), hex.into_bytes()));
+            forms.push((
+                format!("{name} base64"),
+                STANDARD.encode(bytes).into_bytes(),
+            ));
+            forms.push((
+                format!("{name} base64url"),
+                URL_SAFE_NO_PAD.encode(bytes).into_bytes(),
+            ));
+            forms.push((name.to_owned(), bytes.to_vec()));
+        }
+        for (i, run) in secret.windows(12).enumerate() {
+            forms.push((format!("secret[{i}..{}]", i + 12), run.to_vec()));
+        }
+        Self { forms }
+    }
+
+    /// How many forms there are to look for.
+    pub(crate) fn len(&self) -> usize {
+        self.forms.len()
+    }
+
+    /// The names of the forms found in `haystack`.
+    pub(crate) fn hits(&self, haystack: &[u8]) -> Vec<&str> {
+        self.forms
+            .iter()
+            .filter(|(_, needle)| haystack.windows(needle.len()).any(|w| w == &needle[..]))
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    pub(crate) fn assert_absent(&self, haystack: impl AsRef<[u8]>, what: &str) {
+        let haystack = haystack.as_ref();
+        let hits = self.hits(haystack);
+        assert!(
+            hits.is_empty(),
+            "{what} shows {hits:?}: {}",
+            String::from_utf8_lossy(haystack)
+        );
+    }
+}
+
+/// The 32 bytes a 43-character big-endian base62 secret stands for.
+pub(crate) fn decode_base62_256(text: &[u8]) -> [u8; 32] {
+    let mut n = [0u8; 32];
+    for &c in text {
+        let digit = ALPHABET.iter().position(|&d| d == c).expect("base62") as u32;
+        let mut carry = digit;
+        for byte in n.iter_mut().rev() {
+            let acc = u32::from(*byte) * 62 + carry;
+            *byte = acc as u8;
+            carry = acc >> 8;
+        }
+        assert_eq!(carry, 0, "a secret stands for at most 256 bits");
+    }
+    n
 }
