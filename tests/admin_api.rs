@@ -1012,6 +1012,18 @@ async fn who_may_do_what() {
             "description=ro&scopes=rest&isReadAccessOnly=true",
         )
         .await;
+    // A key that was disabled is refused on every endpoint, with the layer's 401.
+    let (disabled, disabled_id) = server
+        .create_key(&alice.access, &alice_uid, "description=off&scopes=rest")
+        .await;
+    let reply = server
+        .patch(
+            &format!("/api/v3/users/{alice_uid}/logins/{disabled_id}"),
+            Some(&alice.access),
+            replace("/status", json!("disabled")),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
     let reply = server
         .call(
             Method::POST,
@@ -1029,92 +1041,98 @@ async fn who_may_do_what() {
     let describe = replace("/description", json!("changed"));
     let keep_enabled = replace("/status", json!("enabled"));
     let new_user = |n: &str| json!({ "userName": n, "credentials": { "password": "long enough" } });
-    // (method, path, body, [admin, alice (owner), bob (other), read-only key of alice, anonymous])
-    let table: Vec<(Method, String, Option<Value>, [u16; 5])> = vec![
+    // (method, path, body, [admin, alice (owner), bob (other), read-only key of alice, anonymous,
+    //  a disabled key of alice])
+    let table: Vec<(Method, String, Option<Value>, [u16; 6])> = vec![
         (
             Method::GET,
             "/api/v3/users/logins".into(),
             None,
-            [200, 200, 200, 200, 401],
+            [200, 200, 200, 200, 401, 401],
         ),
         (
             Method::GET,
             format!("/api/v3/users/{alice_uid}/logins"),
             None,
-            [200, 200, 403, 200, 401],
+            [200, 200, 403, 200, 401, 401],
         ),
         (
             Method::POST,
             format!("/api/v3/users/{alice_uid}/logins/apikey?description=t&scopes=rest"),
             None,
-            [200, 200, 403, 403, 401],
+            [200, 200, 403, 403, 401, 401],
         ),
-        (Method::GET, key.clone(), None, [200, 200, 403, 200, 401]),
+        (
+            Method::GET,
+            key.clone(),
+            None,
+            [200, 200, 403, 200, 401, 401],
+        ),
         (
             Method::PATCH,
             key.clone(),
             Some(describe),
-            [200, 200, 403, 403, 401],
+            [200, 200, 403, 403, 401, 401],
         ),
         (
             Method::GET,
             "/api/v3/users".into(),
             None,
-            [200, 200, 200, 200, 401],
+            [200, 200, 200, 200, 401, 401],
         ),
         (
             Method::GET,
             "/api/v3/users/me".into(),
             None,
-            [200, 200, 200, 200, 401],
+            [200, 200, 200, 200, 401, 401],
         ),
         (
             Method::POST,
             "/api/v3/users".into(),
             Some(new_user("u1")),
-            [200, 403, 403, 403, 401],
+            [200, 403, 403, 403, 401, 401],
         ),
         (
             Method::GET,
             format!("/api/v3/users/{alice_uid}"),
             None,
-            [200, 200, 403, 200, 401],
+            [200, 200, 403, 200, 401, 401],
         ),
         (
             Method::PATCH,
             format!("/api/v3/users/{alice_uid}"),
             Some(keep_enabled.clone()),
-            [200, 403, 403, 403, 401],
+            [200, 403, 403, 403, 401, 401],
         ),
         (
             Method::DELETE,
             format!("/api/v3/users/{alice_uid}/tokens"),
             None,
-            [200, 200, 403, 403, 401],
+            [200, 200, 403, 403, 401, 401],
         ),
         (
             Method::GET,
             "/api/v3/organizations/companies".into(),
             None,
-            [200, 200, 200, 200, 401],
+            [200, 200, 200, 200, 401, 401],
         ),
         (
             Method::POST,
             "/api/v3/organizations/companies".into(),
             Some(json!({ "name": "Gamma" })),
-            [200, 403, 403, 403, 401],
+            [200, 403, 403, 403, 401, 401],
         ),
         (
             Method::GET,
             format!("/api/v3/organizations/companies/{beta}"),
             None,
-            [200, 403, 403, 403, 401],
+            [200, 403, 403, 403, 401, 401],
         ),
         (
             Method::PATCH,
             format!("/api/v3/organizations/companies/{beta}"),
             Some(keep_enabled),
-            [200, 403, 403, 403, 401],
+            [200, 403, 403, 403, 401, 401],
         ),
     ];
     let callers = [
@@ -1123,6 +1141,7 @@ async fn who_may_do_what() {
         Some(bob.access.as_str()),
         Some(read_only.as_str()),
         None,
+        Some(disabled.as_str()),
     ];
     for (method, path, body, expected) in table {
         for (who, (caller, status)) in callers.iter().zip(expected).enumerate() {
@@ -1378,4 +1397,71 @@ async fn keys_survive_a_restart_on_sqlite() {
     server.stop().await;
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Requests race a disable over HTTP: every request that starts after the management call has
+/// answered is refused; none is accepted late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_is_accepted_after_the_disable_has_answered() {
+    let server = Arc::new(start(MemoryStore::new()).await);
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let uid = server.admin_uid.clone();
+    for round in 0..5 {
+        let (key, id) = server
+            .create_key(
+                &admin.access,
+                &uid,
+                &format!("description=race{round}&scopes=rest"),
+            )
+            .await;
+        let probe = format!("/api/v3/users/{uid}/logins/{id}");
+        assert_eq!(server.get(&probe, Some(&key)).await.status, StatusCode::OK);
+
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut callers = Vec::new();
+        for _ in 0..4 {
+            let (server, key, probe, stop) =
+                (server.clone(), key.clone(), probe.clone(), stop.clone());
+            callers.push(tokio::spawn(async move {
+                // (start, status) of every request until told to stop.
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let started = std::time::Instant::now();
+                    let status = server.get(&probe, Some(&key)).await.status;
+                    seen.push((started, status));
+                }
+                seen
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let reply = server
+            .patch(
+                &probe,
+                Some(&admin.access),
+                replace("/status", json!("disabled")),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+        let answered = std::time::Instant::now();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+        let mut after = 0;
+        for caller in callers {
+            for (started, status) in caller.await.unwrap() {
+                if started > answered {
+                    after += 1;
+                    assert_eq!(
+                        status,
+                        StatusCode::UNAUTHORIZED,
+                        "accepted after the disable"
+                    );
+                }
+            }
+        }
+        assert!(
+            after > 0,
+            "no request ran after the disable; the race was not exercised"
+        );
+    }
 }
