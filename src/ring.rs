@@ -17,7 +17,7 @@ use crate::key::{GeneratedKey, KeyError, KeyFormat, KeyId, ParsedKey, SecretDige
 use crate::rejection::Reason;
 use crate::scope::{Scope, Scopes};
 use crate::store::{
-    ChangeEvent, KeyRecord, KeyStore, KeyUpdate, ListQuery, Owner, Page, StoreError,
+    ChangeEvent, KeyRecord, KeyStore, KeyUpdate, ListQuery, Owner, Page, StoreError, StoreErrorKind,
 };
 
 const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -51,6 +51,8 @@ enum Fill {
     Fresh(Option<Entry>),
     /// A change landed while the store was read; read again.
     Stale,
+    /// The store failed; everyone who waited for this lookup fails with it rather than asking again.
+    Failed(StoreErrorKind),
 }
 
 type Flights = Mutex<HashMap<KeyId, Arc<OnceCell<Fill>>>>;
@@ -332,30 +334,32 @@ impl KeyRing {
                         cell: flights.entry(id).or_default().clone(),
                     }
                 };
-                let fill = flight
+                // The waiter that runs the lookup keeps the store's error with its cause.
+                let mut cause = None;
+                let fill = *flight
                     .cell
-                    .get_or_try_init(|| async {
-                        let _permit = inner
-                            .inflight
-                            .acquire()
-                            .await
-                            .map_err(|_| StoreError::overloaded())?;
-                        let stamp = inner.index.stamp(Some(id));
-                        let record = inner.store.get(id).await?;
-                        if record.as_ref().is_some_and(|r| r.id != id) {
-                            return Err(StoreError::corrupt("store returned another key's record"));
+                    .get_or_init(|| async {
+                        // This request missed the index just before another's fill landed and
+                        // left the single-flight map: that fill is the answer.
+                        if let Probe::Found(entry) = inner.index.probe(id) {
+                            return Fill::Fresh(Some(entry));
                         }
-                        Ok(if inner.index.fill(id, record.as_ref(), stamp) {
-                            Fill::Fresh(record.as_ref().map(Entry::positive_of))
-                        } else {
-                            Fill::Stale
-                        })
+                        match self.read_store(id).await {
+                            Ok(fill) => fill,
+                            Err(e) => {
+                                let kind = e.kind();
+                                cause = Some(e);
+                                Fill::Failed(kind)
+                            }
+                        }
                     })
-                    .await
-                    .copied();
+                    .await;
                 drop(flight);
-                match fill? {
+                match fill {
                     Fill::Fresh(entry) => return Ok(self.decide(id, entry.as_ref(), &digest)),
+                    Fill::Failed(kind) => {
+                        return Err(cause.unwrap_or_else(|| StoreError::of_kind(kind)))
+                    }
                     Fill::Stale => {
                         if let Some(result) = self.check_cached(id, &digest) {
                             return Ok(result);
@@ -367,6 +371,26 @@ impl KeyRing {
         tokio::time::timeout(inner.lookup_timeout, work)
             .await
             .unwrap_or_else(|_| Err(StoreError::timeout()))
+    }
+
+    /// One store read for a miss, cached unless a change landed meanwhile.
+    async fn read_store(&self, id: KeyId) -> Result<Fill, StoreError> {
+        let inner = &self.inner;
+        let _permit = inner
+            .inflight
+            .acquire()
+            .await
+            .map_err(|_| StoreError::overloaded())?;
+        let stamp = inner.index.stamp(Some(id));
+        let record = inner.store.get(id).await?;
+        if record.as_ref().is_some_and(|r| r.id != id) {
+            return Err(StoreError::corrupt("store returned another key's record"));
+        }
+        Ok(if inner.index.fill(id, record.as_ref(), stamp) {
+            Fill::Fresh(record.as_ref().map(Entry::positive_of))
+        } else {
+            Fill::Stale
+        })
     }
 
     /// The constant-time decision. Unknown ids are compared against a dummy digest, so unknown id,
@@ -794,6 +818,70 @@ mod tests {
             .expect("issued");
         assert_eq!(k2.login().status, Status::DisabledDueToCompany);
         assert!(ring.verify(k2.key()).await.is_err());
+    }
+
+    /// A memory store that counts `get`s. It sends no changes, so what a ring's index holds comes
+    /// from that ring's own calls alone.
+    #[derive(Clone, Default)]
+    struct Counted {
+        inner: MemoryStore,
+        gets: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    use std::sync::atomic::Ordering::SeqCst;
+
+    #[async_trait::async_trait]
+    impl KeyStore for Counted {
+        async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+            self.gets.fetch_add(1, SeqCst);
+            self.inner.get(id).await
+        }
+        async fn insert(&self, record: KeyRecord) -> Result<(), StoreError> {
+            self.inner.insert(record).await
+        }
+        async fn update(
+            &self,
+            id: KeyId,
+            update: KeyUpdate,
+        ) -> Result<Option<KeyRecord>, StoreError> {
+            self.inner.update(id, update).await
+        }
+        async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
+            self.inner.delete(id).await
+        }
+        async fn list(&self, query: &ListQuery) -> Result<Page<KeyRecord>, StoreError> {
+            self.inner.list(query).await
+        }
+        async fn set_user_status(&self, uid: &str, status: Status) -> Result<(), StoreError> {
+            self.inner.set_user_status(uid, status).await
+        }
+        async fn set_company_status(&self, id: &str, status: Status) -> Result<(), StoreError> {
+            self.inner.set_company_status(id, status).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_miss_that_lost_the_race_to_a_fill_reads_the_index_not_the_store() {
+        let store = Counted::default();
+        let other = KeyRing::new(store.inner.clone());
+        let k = other
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        let ring = KeyRing::new(store.clone());
+        let digest = ring.parse(k.key()).expect("parses").digest();
+        assert!(ring
+            .check_store(k.id(), digest)
+            .await
+            .expect("read")
+            .is_ok());
+        // A request that missed the index before that fill landed comes in now.
+        assert!(ring
+            .check_store(k.id(), digest)
+            .await
+            .expect("read")
+            .is_ok());
+        assert_eq!(store.gets.load(SeqCst), 1);
     }
 
     #[test]

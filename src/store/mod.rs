@@ -293,7 +293,7 @@ pub struct StoreError {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StoreErrorKind {
+pub(crate) enum StoreErrorKind {
     Backend,
     Timeout,
     Corrupt,
@@ -338,6 +338,17 @@ impl StoreError {
             kind: StoreErrorKind::Overloaded,
             source: None,
         }
+    }
+
+    /// What kind of failure this is, to be handed to others waiting for the same answer.
+    pub(crate) fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// A failure of `kind`, for those who waited on a lookup that failed (the first waiter keeps the
+    /// cause).
+    pub(crate) fn of_kind(kind: StoreErrorKind) -> Self {
+        Self { kind, source: None }
     }
 
     /// Whether the call timed out.
