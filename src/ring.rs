@@ -129,6 +129,7 @@ impl KeyRing {
                     Err(e) => return Err(IssueError::Store(e)),
                 }
                 // Read back: the store knows the owner's current user and company status.
+                let stamp = self.inner.index.stamp(Some(key.id()));
                 let stored = self
                     .inner
                     .store
@@ -136,7 +137,7 @@ impl KeyRing {
                     .await
                     .map_err(IssueError::Store)?
                     .ok_or_else(|| IssueError::Store(StoreError::backend("issued key vanished")))?;
-                self.inner.index.upsert(&stored);
+                self.inner.index.upsert_since(&stored, stamp);
                 return Ok(IssuedKey {
                     login: stored.to_login(),
                     key,
@@ -161,10 +162,11 @@ impl KeyRing {
         if let Some(description) = &update.description {
             validate_description(description)?;
         }
+        let stamp = self.inner.index.stamp(Some(id));
         let result = self.inner.store.update(id, update).await;
         // Whatever the store answered, the cached copy may be stale now.
         match &result {
-            Ok(Some(record)) => self.inner.index.upsert(record),
+            Ok(Some(record)) if record.id == id => self.inner.index.upsert_since(record, stamp),
             _ => self.inner.index.invalidate(id),
         }
         result.map_err(IssueError::Store)
@@ -184,10 +186,13 @@ impl KeyRing {
 
     /// Sets a user's status; every key of that user follows before this returns.
     pub async fn set_user_status(&self, user_uid: &str, status: Status) -> Result<(), StoreError> {
+        let index = &self.inner.index;
+        let stamp = index.owners_stamp();
         let result = self.inner.store.set_user_status(user_uid, status).await;
-        self.inner
-            .index
-            .set_owner_status(Some(user_uid), None, status);
+        match &result {
+            Ok(()) => index.set_owner_status_since(Some(user_uid), None, status, stamp),
+            Err(_) => index.forget_owner(Some(user_uid), None),
+        }
         result
     }
 
@@ -197,14 +202,17 @@ impl KeyRing {
         company_id: &str,
         status: Status,
     ) -> Result<(), StoreError> {
+        let index = &self.inner.index;
+        let stamp = index.owners_stamp();
         let result = self
             .inner
             .store
             .set_company_status(company_id, status)
             .await;
-        self.inner
-            .index
-            .set_owner_status(None, Some(company_id), status);
+        match &result {
+            Ok(()) => index.set_owner_status_since(None, Some(company_id), status, stamp),
+            Err(_) => index.forget_owner(None, Some(company_id)),
+        }
         result
     }
 
@@ -820,20 +828,43 @@ mod tests {
         assert!(ring.verify(k2.key()).await.is_err());
     }
 
-    /// A memory store that counts `get`s. It sends no changes, so what a ring's index holds comes
-    /// from that ring's own calls alone.
+    /// A memory store that counts `get`s, fails owner-status writes on demand, and holds the next
+    /// write after it reached the store, before it returns. It sends no changes, so what a ring's
+    /// index holds comes from that ring's own calls alone.
     #[derive(Clone, Default)]
-    struct Counted {
+    struct Held {
         inner: MemoryStore,
-        gets: Arc<std::sync::atomic::AtomicUsize>,
+        state: Arc<HeldState>,
+    }
+
+    #[derive(Default)]
+    struct HeldState {
+        hold_next: std::sync::atomic::AtomicBool,
+        fail_owner_writes: std::sync::atomic::AtomicBool,
+        written: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+        gets: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Held {
+        fn hold_next_write(&self) {
+            self.state.hold_next.store(true, SeqCst);
+        }
+
+        async fn pause(&self) {
+            if self.state.hold_next.swap(false, SeqCst) {
+                self.state.written.notify_one();
+                self.state.release.notified().await;
+            }
+        }
     }
 
     use std::sync::atomic::Ordering::SeqCst;
 
     #[async_trait::async_trait]
-    impl KeyStore for Counted {
+    impl KeyStore for Held {
         async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-            self.gets.fetch_add(1, SeqCst);
+            self.state.gets.fetch_add(1, SeqCst);
             self.inner.get(id).await
         }
         async fn insert(&self, record: KeyRecord) -> Result<(), StoreError> {
@@ -844,7 +875,9 @@ mod tests {
             id: KeyId,
             update: KeyUpdate,
         ) -> Result<Option<KeyRecord>, StoreError> {
-            self.inner.update(id, update).await
+            let result = self.inner.update(id, update).await;
+            self.pause().await;
+            result
         }
         async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
             self.inner.delete(id).await
@@ -853,7 +886,14 @@ mod tests {
             self.inner.list(query).await
         }
         async fn set_user_status(&self, uid: &str, status: Status) -> Result<(), StoreError> {
-            self.inner.set_user_status(uid, status).await
+            if self.state.fail_owner_writes.load(SeqCst) {
+                return Err(StoreError::backend(
+                    "connection lost after the write was sent",
+                ));
+            }
+            let result = self.inner.set_user_status(uid, status).await;
+            self.pause().await;
+            result
         }
         async fn set_company_status(&self, id: &str, status: Status) -> Result<(), StoreError> {
             self.inner.set_company_status(id, status).await
@@ -861,8 +901,93 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_key_write_that_returns_after_a_later_one_leaves_no_stale_record() {
+        let store = Held::default();
+        let ring = KeyRing::new(store.clone());
+        let k = ring
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        assert!(ring.verify(k.key()).await.is_ok());
+
+        // An enable reaches the store first but returns last, after a disable that followed it.
+        store.hold_next_write();
+        let late = tokio::spawn({
+            let ring = ring.clone();
+            let id = k.id();
+            async move { ring.update(id, KeyUpdate::status(Status::Enabled)).await }
+        });
+        store.state.written.notified().await;
+        ring.update(k.id(), KeyUpdate::status(Status::Disabled))
+            .await
+            .expect("updated");
+        assert!(ring.verify(k.key()).await.is_err());
+        store.state.release.notify_one();
+        late.await.expect("task").expect("updated");
+
+        assert_eq!(
+            ring.verify(k.key()).await.unwrap_err(),
+            VerifyError::Invalid,
+            "the store holds the disable; the late enable must not win in the index"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_owner_write_that_returns_after_a_later_one_leaves_no_stale_status() {
+        let store = Held::default();
+        let ring = KeyRing::new(store.clone());
+        let k = ring
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        assert!(ring.verify(k.key()).await.is_ok());
+
+        store.hold_next_write();
+        let late = tokio::spawn({
+            let ring = ring.clone();
+            async move { ring.set_user_status("u1", Status::Enabled).await }
+        });
+        store.state.written.notified().await;
+        ring.set_user_status("u1", Status::Disabled)
+            .await
+            .expect("set");
+        store.state.release.notify_one();
+        late.await.expect("task").expect("set");
+
+        assert_eq!(
+            ring.verify(k.key()).await.unwrap_err(),
+            VerifyError::Invalid,
+            "the store holds the disable; the late enable must not win in the index"
+        );
+        assert_eq!(
+            ring.get(k.id()).await.expect("read").map(|r| r.user_status),
+            Some(Status::Disabled)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_owner_write_leaves_no_guess_in_the_index() {
+        let store = Held::default();
+        let ring = KeyRing::new(store.clone());
+        let k = ring
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        ring.set_user_status("u1", Status::Disabled)
+            .await
+            .expect("set");
+        store.state.fail_owner_writes.store(true, SeqCst);
+        assert!(ring.set_user_status("u1", Status::Enabled).await.is_err());
+        assert_eq!(
+            ring.verify(k.key()).await.unwrap_err(),
+            VerifyError::Invalid,
+            "the store still says disabled"
+        );
+    }
+
+    #[tokio::test]
     async fn a_miss_that_lost_the_race_to_a_fill_reads_the_index_not_the_store() {
-        let store = Counted::default();
+        let store = Held::default();
         let other = KeyRing::new(store.inner.clone());
         let k = other
             .issue(NewKey::new(owner()).description("x"))
@@ -881,7 +1006,7 @@ mod tests {
             .await
             .expect("read")
             .is_ok());
-        assert_eq!(store.gets.load(SeqCst), 1);
+        assert_eq!(store.state.gets.load(SeqCst), 1);
     }
 
     #[test]
