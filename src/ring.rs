@@ -501,7 +501,15 @@ impl KeyRingBuilder {
     }
 
     /// Builds the ring. When the store sends change notifications, a task applying them is spawned on
-    /// the current tokio runtime, which must exist.
+    /// the current tokio runtime; if the store's change stream ever ends, the task forgets everything
+    /// cached and subscribes again.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, when the store sends change notifications ([`MemoryStore`],
+    /// `PostgresStore` and `RedisStore` do).
+    ///
+    /// [`MemoryStore`]: crate::MemoryStore
     pub fn build(self) -> KeyRing {
         let ring = KeyRing {
             inner: Arc::new(Inner {
@@ -513,19 +521,42 @@ impl KeyRingBuilder {
                 store: self.store,
             }),
         };
-        if let Some(mut changes) = ring.inner.store.subscribe() {
-            let weak = Arc::downgrade(&ring.inner);
-            tokio::spawn(async move {
-                use futures_core::Stream;
-                use std::future::poll_fn;
-                use std::pin::Pin;
-                while let Some(event) = poll_fn(|cx| Pin::new(&mut changes).poll_next(cx)).await {
-                    let Some(inner) = weak.upgrade() else { break };
-                    KeyRing { inner }.apply(&event);
-                }
-            });
+        if let Some(changes) = ring.inner.store.subscribe() {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                panic!("a KeyRing over a store that sends changes must be built in a tokio runtime")
+            };
+            runtime.spawn(follow(Arc::downgrade(&ring.inner), changes));
         }
         ring
+    }
+}
+
+/// How long the ring waits before subscribing again to a store whose change stream ended.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(100);
+
+/// Applies a store's changes to the ring's index for as long as the ring exists. A stream that
+/// ends is a channel lost: forget everything, and subscribe again rather than go deaf.
+async fn follow(ring: std::sync::Weak<Inner>, mut changes: crate::store::ChangeStream) {
+    use futures_core::Stream;
+    use std::future::poll_fn;
+    use std::pin::Pin;
+    loop {
+        while let Some(event) = poll_fn(|cx| Pin::new(&mut changes).poll_next(cx)).await {
+            let Some(inner) = ring.upgrade() else { return };
+            KeyRing { inner }.apply(&event);
+        }
+        let Some(inner) = ring.upgrade() else { return };
+        KeyRing {
+            inner: inner.clone(),
+        }
+        .apply(&ChangeEvent::Resync);
+        let resubscribed = inner.store.subscribe();
+        drop(inner);
+        match resubscribed {
+            Some(stream) => changes = stream,
+            None => return,
+        }
+        tokio::time::sleep(RESUBSCRIBE_DELAY).await;
     }
 }
 
@@ -769,6 +800,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn rings_over_one_memory_store_hear_each_others_revocations() {
+        let store = MemoryStore::new();
+        let a = KeyRing::new(store.clone());
+        let b = KeyRing::new(store);
+        let issued = a
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        assert!(b.verify(issued.key()).await.is_ok());
+        a.update(issued.id(), KeyUpdate::status(Status::Disabled))
+            .await
+            .expect("updated");
+        // B applies the change when its task runs, which is at B's next yield.
+        for _ in 0..100 {
+            if b.verify(issued.key()).await.is_err() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("ring B still accepts a key disabled through ring A");
+    }
+
+    #[tokio::test]
     async fn abandoned_lookups_leave_no_flight_behind() {
         let ring = KeyRing::builder(MemoryStore::new())
             .with_lookup_timeout(Duration::from_millis(5))
@@ -1009,6 +1063,77 @@ mod tests {
         assert_eq!(store.state.gets.load(SeqCst), 1);
     }
 
+    /// A store whose change streams the test ends at will.
+    #[derive(Clone, Default)]
+    struct Streams {
+        inner: MemoryStore,
+        senders: Arc<Mutex<Vec<crate::store::notify::ChangeSender>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl KeyStore for Streams {
+        async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+            self.inner.get(id).await
+        }
+        async fn insert(&self, record: KeyRecord) -> Result<(), StoreError> {
+            self.inner.insert(record).await
+        }
+        async fn update(
+            &self,
+            id: KeyId,
+            update: KeyUpdate,
+        ) -> Result<Option<KeyRecord>, StoreError> {
+            self.inner.update(id, update).await
+        }
+        async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
+            self.inner.delete(id).await
+        }
+        async fn list(&self, query: &ListQuery) -> Result<Page<KeyRecord>, StoreError> {
+            self.inner.list(query).await
+        }
+        async fn set_user_status(&self, uid: &str, status: Status) -> Result<(), StoreError> {
+            self.inner.set_user_status(uid, status).await
+        }
+        async fn set_company_status(&self, id: &str, status: Status) -> Result<(), StoreError> {
+            self.inner.set_company_status(id, status).await
+        }
+        fn subscribe(&self) -> Option<crate::store::ChangeStream> {
+            let (sender, stream) = crate::store::notify::change_channel();
+            self.senders.lock().expect("lock").push(sender);
+            Some(stream)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_stream_that_ends_means_resync_and_a_new_subscription() {
+        let store = Streams::default();
+        let ring = KeyRing::new(store.clone());
+        let k = ring
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        assert!(ring.verify(k.key()).await.is_ok());
+        assert_eq!(ring.cached(), (1, 0));
+
+        store.senders.lock().expect("lock").clear();
+        for _ in 0..1000 {
+            if store.senders.lock().expect("lock").len() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            store.senders.lock().expect("lock").len(),
+            1,
+            "subscribed again"
+        );
+        assert_eq!(
+            ring.cached(),
+            (0, 0),
+            "forgot what it could no longer follow"
+        );
+    }
+
     #[test]
     fn descriptions_are_checked() {
         assert!(validate_description("Portal Operator API Key").is_ok());
@@ -1025,6 +1150,7 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
+        let _runtime = rt.enter();
         let ring = KeyRing::new(MemoryStore::new());
         let issued = rt
             .block_on(ring.issue(NewKey::new(owner()).description("x")))

@@ -17,6 +17,7 @@ use crate::scope::Scopes;
 
 mod accounts;
 mod memory;
+pub(crate) mod notify;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
