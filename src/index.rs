@@ -491,7 +491,8 @@ impl Index {
         }
     }
 
-    fn unchanged_since(&self, id: KeyId, stamp: Stamp) -> bool {
+    /// Whether nothing that could change `id`'s record happened since `stamp` was taken.
+    pub(crate) fn unchanged_since(&self, id: KeyId, stamp: Stamp) -> bool {
         match stamp {
             Stamp::Key { owners, bucket } => {
                 self.owners.load(Ordering::Acquire) == owners

@@ -12,7 +12,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use zeroize::Zeroizing;
 
 use crate::identity::{Identity, Status, UserLogin};
-use crate::index::{Entry, Index, Probe, DUMMY_DIGEST};
+use crate::index::{Entry, Index, Probe, Stamp, DUMMY_DIGEST};
 use crate::key::{GeneratedKey, KeyError, KeyFormat, KeyId, ParsedKey, SecretDigest};
 use crate::rejection::Reason;
 use crate::scope::{Scope, Scopes};
@@ -47,8 +47,9 @@ struct Inner {
 
 #[derive(Clone, Copy)]
 enum Fill {
-    /// What the store said, cached: `None` means no such key.
-    Fresh(Option<Entry>),
+    /// What the store said, cached: `None` means no such key. It holds for as long as the change
+    /// counters stand where the stamp says; a waiter that takes it later reads the index instead.
+    Fresh(Option<Entry>, Stamp),
     /// A change landed while the store was read; read again.
     Stale,
     /// The store failed; everyone who waited for this lookup fails with it rather than asking again.
@@ -349,8 +350,9 @@ impl KeyRing {
                     .get_or_init(|| async {
                         // This request missed the index just before another's fill landed and
                         // left the single-flight map: that fill is the answer.
+                        let stamp = inner.index.stamp(Some(id));
                         if let Probe::Found(entry) = inner.index.probe(id) {
-                            return Fill::Fresh(Some(entry));
+                            return Fill::Fresh(Some(entry), stamp);
                         }
                         match self.read_store(id).await {
                             Ok(fill) => fill,
@@ -364,11 +366,15 @@ impl KeyRing {
                     .await;
                 drop(flight);
                 match fill {
-                    Fill::Fresh(entry) => return Ok(self.decide(id, entry.as_ref(), &digest)),
+                    // A change since the lookup (a revocation that returned before this request
+                    // joined it) makes its answer stale for this request.
+                    Fill::Fresh(entry, stamp) if inner.index.unchanged_since(id, stamp) => {
+                        return Ok(self.decide(id, entry.as_ref(), &digest))
+                    }
                     Fill::Failed(kind) => {
                         return Err(cause.unwrap_or_else(|| StoreError::of_kind(kind)))
                     }
-                    Fill::Stale => {
+                    Fill::Fresh(..) | Fill::Stale => {
                         if let Some(result) = self.check_cached(id, &digest) {
                             return Ok(result);
                         }
@@ -395,7 +401,7 @@ impl KeyRing {
             return Err(StoreError::corrupt("store returned another key's record"));
         }
         Ok(if inner.index.fill(id, record.as_ref(), stamp) {
-            Fill::Fresh(record.as_ref().map(Entry::positive_of))
+            Fill::Fresh(record.as_ref().map(Entry::positive_of), stamp)
         } else {
             Fill::Stale
         })
@@ -1061,6 +1067,38 @@ mod tests {
             .expect("read")
             .is_ok());
         assert_eq!(store.state.gets.load(SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lookup_answered_before_a_revocation_is_not_handed_to_later_requests() {
+        let store = Held::default();
+        let ring = KeyRing::new(store.clone());
+        let k = ring
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        let digest = ring.parse(k.key()).expect("parses").digest();
+        let enabled = ring.get(k.id()).await.expect("read").expect("exists");
+        // A lookup of the key finished, and its answer still sits in the single-flight map...
+        let answer = Fill::Fresh(
+            Some(Entry::positive_of(&enabled)),
+            ring.inner.index.stamp(Some(k.id())),
+        );
+        ring.inner
+            .flights
+            .lock()
+            .expect("lock")
+            .insert(k.id(), Arc::new(OnceCell::new_with(Some(answer))));
+        // ...when a revocation lands and returns; the key then falls out of the index.
+        ring.update(k.id(), KeyUpdate::status(Status::Disabled))
+            .await
+            .expect("updated");
+        ring.inner.index.invalidate(k.id());
+        let result = ring.check_store(k.id(), digest).await.expect("read");
+        assert!(
+            result.is_err(),
+            "a request after the revocation took the old answer"
+        );
     }
 
     /// A store whose change streams the test ends at will.
