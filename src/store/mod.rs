@@ -16,13 +16,20 @@ use crate::key::{KeyId, SecretDigest};
 use crate::scope::Scopes;
 
 mod accounts;
+#[cfg(feature = "postgres")]
+mod codec;
 mod memory;
 pub(crate) mod notify;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use accounts::{AccountStore, Company, RefreshToken, Role, User};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteStore;
