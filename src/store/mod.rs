@@ -16,15 +16,20 @@ use crate::key::{KeyId, SecretDigest};
 use crate::scope::Scopes;
 
 mod accounts;
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "redis"))]
 mod codec;
 mod memory;
 pub(crate) mod notify;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::RedisStore;
 pub use accounts::{AccountStore, Company, RefreshToken, Role, User};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]

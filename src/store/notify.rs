@@ -52,7 +52,7 @@ impl ChangeSender {
     }
 
     /// Resolves once the reader is gone.
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "postgres", feature = "redis"))]
     pub(crate) async fn closed(&self) {
         self.tx.closed().await;
     }
@@ -76,10 +76,10 @@ impl Stream for ChangeReceiver {
     }
 }
 
-#[cfg(feature = "postgres")]
-pub(crate) use remote::{subscribe, Notifier, Subscription, Timing};
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub(crate) use remote::{encode_event, subscribe, Notifier, Subscription, Timing};
 
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "redis"))]
 mod remote {
     use std::time::Duration;
 
@@ -92,7 +92,6 @@ mod remote {
     use crate::key::KeyId;
     use crate::store::StoreError;
 
-    #[cfg(test)]
     /// Longest payload sent as is; PostgreSQL refuses payloads of 8000 bytes or more. Longer events
     /// (only possible with huge user or company ids) go out as `resync`.
     const MAX_PAYLOAD: usize = 7900;
@@ -100,7 +99,6 @@ mod remote {
     /// Payloads that only check the channel is alive start with this.
     const PING: &str = "ping:";
 
-    #[cfg(test)]
     /// The text form of `event` on the wire: `key:<id>`, `deleted:<id>`, `user:<uid>:<status>`,
     /// `company:<id>:<status>` or `resync`.
     pub(crate) fn encode_event(event: &ChangeEvent) -> String {

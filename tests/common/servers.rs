@@ -1,5 +1,5 @@
-//! Where tests find PostgreSQL (`scripts/services` starts it on loopback), and a database of their
-//! own on it, so that tests run in parallel.
+//! Where tests find PostgreSQL and Redis (`scripts/services` starts both on loopback), and a database
+//! or key prefix of their own on each, so that tests run in parallel.
 
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
@@ -11,6 +11,8 @@ use sqlx::Connection;
 
 /// The variable that holds the PostgreSQL server's URL (any database; tests create their own).
 pub(crate) const POSTGRES_URL: &str = "TOWER_API_KEY_POSTGRES_URL";
+/// The variable that holds the Redis server's URL.
+pub(crate) const REDIS_URL: &str = "TOWER_API_KEY_REDIS_URL";
 
 /// The URL in `var`. When it is missing, says so loudly and returns `None` so the test can skip,
 /// except in CI (`CI` set), where the servers must be there and the test fails instead.
@@ -130,6 +132,62 @@ impl Drop for PgDatabase {
         .join();
         if !matches!(dropped, Ok(Some(()))) {
             eprintln!("note: test database {} was left behind", self.name);
+        }
+    }
+}
+
+/// A key prefix of its own on the Redis server; its keys are deleted when this value is dropped.
+pub(crate) struct RedisPrefix {
+    url: String,
+    prefix: String,
+}
+
+impl RedisPrefix {
+    /// `None` (after a SKIPPED line) when no server is configured.
+    pub(crate) fn create() -> Option<RedisPrefix> {
+        let url = server_url(REDIS_URL, "Redis")?;
+        Some(RedisPrefix {
+            url,
+            prefix: format!("{}:", unique_name("tak-test")),
+        })
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Runs one command on the server with a connection of its own.
+    pub(crate) fn command(&self, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(self.url.as_str()).expect("redis URL");
+        let mut conn = client.get_connection().expect("redis answers");
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut conn)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let pattern = format!("{}*", self.prefix);
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
         }
     }
 }
