@@ -4,6 +4,7 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,7 +26,10 @@ pub(crate) fn server_url(var: &str, what: &str) -> Option<String> {
                 "{var} is not set: CI runs every {what} test (.ci/run starts the servers with \
                  scripts/services)"
             );
-            eprintln!(
+            // Straight to the process's stderr: the test harness captures `eprintln!`, and this
+            // line must be seen even when the test passes.
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED: set {var} to run the {what} tests \
                  (scripts/services start && eval \"$(scripts/services env)\")"
             );
