@@ -210,7 +210,7 @@ conformance!(
     concurrent_issue_revoke_and_verify_never_accept_after_revocation,
 );
 
-// --- Helpers -------------------------------------------------------------------------------------
+// --- Fixtures ------------------------------------------------------------------------------------
 
 fn owner(user: &str, company: &str) -> Owner {
     Owner {
