@@ -79,9 +79,11 @@ const GET_KEY: &str = concat!("SELECT r.* FROM ", keys!(), " WHERE r.id = $1");
 /// announces itself with `NOTIFY` in its own transaction, from triggers, so changes made with plain
 /// SQL are announced too; [`KeyStore::subscribe`] listens on a connection of its own and turns the
 /// notifications into [`ChangeEvent`](super::ChangeEvent)s for a [`KeyRing`](crate::KeyRing). When
-/// that connection drops, or a ping it sends itself every few seconds does not come back, it
-/// reconnects with backoff and yields [`ChangeEvent::Resync`](super::ChangeEvent::Resync), so a
-/// lost notification never leaves a revoked key usable.
+/// that connection drops, or a ping it sends itself every 10 s is not back within 5 s (a half-open
+/// connection), it reconnects with backoff (up to 1 s between attempts) and yields
+/// [`ChangeEvent::Resync`](super::ChangeEvent::Resync) when the channel is lost, at each failed
+/// attempt and once listening again, so a lost notification never leaves a revoked key usable:
+/// while the channel is down a node re-reads every key at least once a second.
 ///
 /// Data and behaviour are those of `SqliteStore`:
 /// owners without an account row, scopes stored by name (application scopes must be registered

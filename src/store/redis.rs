@@ -236,8 +236,10 @@ impl Scripts {
 /// beside them. Each write is one Lua script (atomic) that publishes its change on
 /// `<prefix>changes` after writing, so nodes hear changes in the order they were made.
 /// [`KeyStore::subscribe`] listens on a connection of its own; when it drops, or a ping it sends
-/// itself every few seconds does not come back, it reconnects with backoff and yields
-/// [`ChangeEvent::Resync`], so a lost message never leaves a revoked key usable.
+/// itself every 10 s is not back within 5 s, it reconnects with backoff (up to 1 s between
+/// attempts) and yields [`ChangeEvent::Resync`] when the channel is lost, at each failed attempt
+/// and once subscribed again, so a lost message never leaves a revoked key usable. Changes
+/// written to Redis other than through a `RedisStore` are not announced.
 ///
 /// [`KeyStore::list`], [`AccountStore::list_users`] and [`AccountStore::list_companies`] read every
 /// matching record (all of a user's keys when the query names a user, else all keys) in one script
