@@ -76,8 +76,10 @@ impl Stream for ChangeReceiver {
     }
 }
 
+#[cfg(feature = "redis")]
+pub(crate) use remote::encode_event;
 #[cfg(any(feature = "postgres", feature = "redis"))]
-pub(crate) use remote::{encode_event, subscribe, Notifier, Subscription, Timing};
+pub(crate) use remote::{subscribe, Notifier, Subscription, Timing};
 
 #[cfg(any(feature = "postgres", feature = "redis"))]
 mod remote {
@@ -92,6 +94,8 @@ mod remote {
     use crate::key::KeyId;
     use crate::store::StoreError;
 
+    // PostgreSQL's triggers write payloads themselves; only Redis (and the tests) encode here.
+    #[cfg(any(test, feature = "redis"))]
     /// Longest payload sent as is; PostgreSQL refuses payloads of 8000 bytes or more. Longer events
     /// (only possible with huge user or company ids) go out as `resync`.
     const MAX_PAYLOAD: usize = 7900;
@@ -99,6 +103,7 @@ mod remote {
     /// Payloads that only check the channel is alive start with this.
     const PING: &str = "ping:";
 
+    #[cfg(any(test, feature = "redis"))]
     /// The text form of `event` on the wire: `key:<id>`, `deleted:<id>`, `user:<uid>:<status>`,
     /// `company:<id>:<status>` or `resync`.
     pub(crate) fn encode_event(event: &ChangeEvent) -> String {
