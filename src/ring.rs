@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use subtle::Choice;
 use time::OffsetDateTime;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{oneshot, OnceCell, Semaphore};
 use zeroize::Zeroizing;
 
 use crate::identity::{Identity, Status, UserLogin};
@@ -43,6 +43,9 @@ struct Inner {
     lookup_timeout: Duration,
     inflight: Semaphore,
     flights: Flights,
+    /// Dropped with the ring, which ends the task that follows the store's changes (and with it the
+    /// store's listening connection).
+    _unfollow: Option<oneshot::Sender<()>>,
 }
 
 #[derive(Clone, Copy)]
@@ -517,6 +520,14 @@ impl KeyRingBuilder {
     ///
     /// [`MemoryStore`]: crate::MemoryStore
     pub fn build(self) -> KeyRing {
+        let changes = self.store.subscribe();
+        let (unfollow, stop) = match changes {
+            Some(_) => {
+                let (unfollow, stop) = oneshot::channel();
+                (Some(unfollow), Some(stop))
+            }
+            None => (None, None),
+        };
         let ring = KeyRing {
             inner: Arc::new(Inner {
                 index: Index::new(self.negative_capacity),
@@ -525,13 +536,14 @@ impl KeyRingBuilder {
                 inflight: Semaphore::new(self.max_inflight),
                 flights: Mutex::new(HashMap::new()),
                 store: self.store,
+                _unfollow: unfollow,
             }),
         };
-        if let Some(changes) = ring.inner.store.subscribe() {
+        if let (Some(changes), Some(stop)) = (changes, stop) {
             let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                 panic!("a KeyRing over a store that sends changes must be built in a tokio runtime")
             };
-            runtime.spawn(follow(Arc::downgrade(&ring.inner), changes));
+            runtime.spawn(follow(Arc::downgrade(&ring.inner), changes, stop));
         }
         ring
     }
@@ -540,16 +552,35 @@ impl KeyRingBuilder {
 /// How long the ring waits before subscribing again to a store whose change stream ended.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(100);
 
-/// Applies a store's changes to the ring's index for as long as the ring exists. A stream that
-/// ends is a channel lost: forget everything, and subscribe again rather than go deaf.
-async fn follow(ring: std::sync::Weak<Inner>, mut changes: crate::store::ChangeStream) {
+/// Applies a store's changes to the ring's index for as long as the ring exists (`stop` resolves
+/// when it is dropped, without waiting for another event). A stream that ends is a channel lost:
+/// forget everything, and subscribe again rather than go deaf.
+async fn follow(
+    ring: std::sync::Weak<Inner>,
+    mut changes: crate::store::ChangeStream,
+    mut stop: oneshot::Receiver<()>,
+) {
     use futures_core::Stream;
-    use std::future::poll_fn;
+    use std::future::{poll_fn, Future};
     use std::pin::Pin;
+    use std::task::Poll;
     loop {
-        while let Some(event) = poll_fn(|cx| Pin::new(&mut changes).poll_next(cx)).await {
-            let Some(inner) = ring.upgrade() else { return };
-            KeyRing { inner }.apply(&event);
+        loop {
+            let next = poll_fn(|cx| {
+                if Pin::new(&mut stop).poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                Pin::new(&mut changes).poll_next(cx).map(Some)
+            })
+            .await;
+            match next {
+                None => return,
+                Some(Some(event)) => {
+                    let Some(inner) = ring.upgrade() else { return };
+                    KeyRing { inner }.apply(&event);
+                }
+                Some(None) => break,
+            }
         }
         let Some(inner) = ring.upgrade() else { return };
         KeyRing {
@@ -1170,6 +1201,21 @@ mod tests {
             (0, 0),
             "forgot what it could no longer follow"
         );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_ring_stops_following_its_store() {
+        let store = Streams::default();
+        let ring = KeyRing::new(store.clone());
+        drop(ring);
+        // No event arrives to wake the task: it must notice the ring is gone by itself.
+        for _ in 0..1000 {
+            if store.senders.lock().expect("lock")[0].is_closed() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the task following the store outlived its ring");
     }
 
     #[test]

@@ -51,6 +51,12 @@ impl ChangeSender {
         }
     }
 
+    /// Whether the reader is gone.
+    #[cfg(test)]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Resolves once the reader is gone.
     #[cfg(any(feature = "postgres", feature = "redis"))]
     pub(crate) async fn closed(&self) {
