@@ -631,6 +631,7 @@ impl Index {
     }
 
     /// Recomputes every cached key of a user or company after its status changed.
+    #[cfg(test)]
     pub(crate) fn set_owner_status(
         &self,
         user_uid: Option<&str>,

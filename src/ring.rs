@@ -220,17 +220,19 @@ impl KeyRing {
         result
     }
 
-    /// Applies a change heard from another node.
+    /// Applies a change heard from the store (made by another node, or by this one).
+    ///
+    /// The index forgets what the change touched, and the next request reads it from the store.
+    /// The status a user or company event carries is not copied into the index: events arrive
+    /// after the calls that caused them return, so an event can be older than a change this node
+    /// has applied since, and copying it would bring back a status already overwritten (an
+    /// enabled user after a disable that returned).
     pub fn apply(&self, event: &ChangeEvent) {
         let index = &self.inner.index;
         match event {
             ChangeEvent::Key(id) | ChangeEvent::KeyDeleted(id) => index.invalidate(*id),
-            ChangeEvent::User { user_uid, status } => {
-                index.set_owner_status(Some(user_uid), None, *status)
-            }
-            ChangeEvent::Company { company_id, status } => {
-                index.set_owner_status(None, Some(company_id), *status)
-            }
+            ChangeEvent::User { user_uid, .. } => index.forget_owner(Some(user_uid), None),
+            ChangeEvent::Company { company_id, .. } => index.forget_owner(None, Some(company_id)),
             ChangeEvent::Resync => index.clear(),
         }
     }
@@ -1200,6 +1202,41 @@ mod tests {
             ring.cached(),
             (0, 0),
             "forgot what it could no longer follow"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_owner_event_older_than_a_local_change_does_not_undo_it() {
+        let store = Streams::default();
+        let ring = KeyRing::new(store.clone());
+        let k = ring
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        ring.set_user_status("u1", Status::Enabled)
+            .await
+            .expect("set");
+        ring.set_user_status("u1", Status::Disabled)
+            .await
+            .expect("set");
+        assert!(ring.verify(k.key()).await.is_err());
+        // The event of the enable arrives only now, after the disable returned.
+        let stale = ChangeEvent::User {
+            user_uid: "u1".into(),
+            status: Status::Enabled,
+        };
+        assert!(store.senders.lock().expect("lock")[0].send(stale));
+        for _ in 0..1000 {
+            if ring.cached().0 == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(ring.cached(), (0, 0), "the event was applied");
+        assert_eq!(
+            ring.verify(k.key()).await.unwrap_err(),
+            VerifyError::Invalid,
+            "a stale enable brought a disabled user's key back"
         );
     }
 
