@@ -25,13 +25,15 @@ const META_NEGATIVE: u64 = 1 << 9;
 const MIN_CAPACITY: usize = 64;
 const GENERATION_BUCKETS: usize = 256;
 
-/// Where the change counters stood when a fill started; see [`Index::stamp`].
+/// Where the change counters stood when a fill or a write started; see [`Index::stamp`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Stamp {
     /// A fill of one key.
     Key { owners: u64, bucket: u64 },
     /// A fill of many keys (preload).
     All(u64),
+    /// A change of a user's or company's status.
+    Owners(u64),
 }
 
 /// One cache line: `[id, digest×4, scopes, meta, cold]`. `id == 0` marks an empty slot; `cold` is the
@@ -492,14 +494,21 @@ impl Index {
         }
     }
 
-    fn unchanged_since(&self, id: KeyId, stamp: Stamp) -> bool {
+    /// Whether nothing that could change `id`'s record happened since `stamp` was taken.
+    pub(crate) fn unchanged_since(&self, id: KeyId, stamp: Stamp) -> bool {
         match stamp {
             Stamp::Key { owners, bucket } => {
                 self.owners.load(Ordering::Acquire) == owners
                     && self.bucket(id).load(Ordering::Acquire) == bucket
             }
             Stamp::All(all) => self.all.load(Ordering::Acquire) == all,
+            Stamp::Owners(owners) => self.owners.load(Ordering::Acquire) == owners,
         }
+    }
+
+    /// Where the owner counter stands before a user's or company's status is written to the store.
+    pub(crate) fn owners_stamp(&self) -> Stamp {
+        Stamp::Owners(self.owners.load(Ordering::Acquire))
     }
 
     fn bucket(&self, id: KeyId) -> &AtomicU64 {
@@ -532,16 +541,36 @@ impl Index {
     }
 
     /// Applies a record that a management call on this node just wrote.
+    #[cfg(test)]
     pub(crate) fn upsert(&self, record: &KeyRecord) {
         let mut w = self.lock();
         self.key_changed(record.id);
         self.put(&mut w, record);
     }
 
+    /// Applies a record that a management call on this node wrote, read after `stamp` was taken.
+    /// When the key or an owner changed since (another write, here or on another node, may have
+    /// landed after this one and been applied first), the record may be older than what the index
+    /// holds: forget the key instead, so the next request reads the store.
+    pub(crate) fn upsert_since(&self, record: &KeyRecord, stamp: Stamp) {
+        let mut w = self.lock();
+        let unchanged = self.unchanged_since(record.id, stamp);
+        self.key_changed(record.id);
+        if unchanged {
+            self.put(&mut w, record);
+        } else {
+            self.remove(&mut w, record.id);
+        }
+    }
+
     /// Forgets `id` (deleted, or changed elsewhere and to be re-read).
     pub(crate) fn invalidate(&self, id: KeyId) {
         let mut w = self.lock();
         self.key_changed(id);
+        self.remove(&mut w, id);
+    }
+
+    fn remove(&self, w: &mut Writer, id: KeyId) {
         let table = self.table.load_full();
         if let Some(pos) = table.position(id.get()) {
             let cold = table.slots[pos].read().cold;
@@ -551,7 +580,61 @@ impl Index {
         }
     }
 
+    /// Applies a user's or company's status that a management call on this node wrote after
+    /// `stamp` was taken. When another owner change was applied since, it may have been written
+    /// after this one: forget the owner's cached keys instead, so they are read again.
+    pub(crate) fn set_owner_status_since(
+        &self,
+        user_uid: Option<&str>,
+        company_id: Option<&str>,
+        status: Status,
+        stamp: Stamp,
+    ) {
+        let mut w = self.lock();
+        if self.unchanged_since_owners(stamp) {
+            return self.apply_owner_status(&mut w, user_uid, company_id, status);
+        }
+        self.forget_owner_locked(&mut w, user_uid, company_id);
+    }
+
+    /// Forgets every cached key of a user or company, so they are read again: a status write whose
+    /// outcome is unknown (the store failed) must not leave a guess in the index.
+    pub(crate) fn forget_owner(&self, user_uid: Option<&str>, company_id: Option<&str>) {
+        let mut w = self.lock();
+        self.forget_owner_locked(&mut w, user_uid, company_id);
+    }
+
+    fn forget_owner_locked(
+        &self,
+        w: &mut Writer,
+        user_uid: Option<&str>,
+        company_id: Option<&str>,
+    ) {
+        self.owners_changed();
+        let owned: Vec<KeyId> = w
+            .cold
+            .iter()
+            .flatten()
+            .filter(|cold| {
+                user_uid.is_some_and(|uid| cold.owner.user_uid == uid)
+                    || company_id.is_some_and(|id| cold.owner.company_id == id)
+            })
+            .map(|cold| cold.id)
+            .collect();
+        for id in owned {
+            self.remove(w, id);
+        }
+    }
+
+    fn unchanged_since_owners(&self, stamp: Stamp) -> bool {
+        match stamp {
+            Stamp::Owners(owners) => self.owners.load(Ordering::Acquire) == owners,
+            Stamp::Key { .. } | Stamp::All(_) => false,
+        }
+    }
+
     /// Recomputes every cached key of a user or company after its status changed.
+    #[cfg(test)]
     pub(crate) fn set_owner_status(
         &self,
         user_uid: Option<&str>,
@@ -559,6 +642,16 @@ impl Index {
         status: Status,
     ) {
         let mut w = self.lock();
+        self.apply_owner_status(&mut w, user_uid, company_id, status);
+    }
+
+    fn apply_owner_status(
+        &self,
+        w: &mut Writer,
+        user_uid: Option<&str>,
+        company_id: Option<&str>,
+        status: Status,
+    ) {
         self.owners_changed();
         let mut changed = Vec::new();
         for cold in w.cold.iter_mut().flatten() {

@@ -92,6 +92,8 @@
 //! | `jwt` | [`token::JwtValidator`] (HS256, RS256, ES256, EdDSA) and [`token::JwtIssuer`] |
 //! | `axum` | extractors for [`Identity`] and `Login` |
 //! | `sqlite` | `SqliteStore`: keys, users and companies in one file |
+//! | `postgres` | `PostgresStore`: the same in PostgreSQL, shared by many nodes, changes through `LISTEN`/`NOTIFY` |
+//! | `redis` | `RedisStore`: the same in Redis, shared by many nodes, changes through pub/sub |
 //! | `admin` | `admin`: VSPC-compatible management API (users, companies, `/token`, API keys) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -134,6 +136,12 @@ pub use ring::{
 };
 pub use scope::{Scope, ScopeError, Scopes};
 pub use service::ApiKey;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use store::PostgresStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use store::RedisStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use store::SqliteStore;

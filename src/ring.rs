@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use subtle::Choice;
 use time::OffsetDateTime;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{oneshot, OnceCell, Semaphore};
 use zeroize::Zeroizing;
 
 use crate::identity::{Identity, Status, UserLogin};
-use crate::index::{Entry, Index, Probe, DUMMY_DIGEST};
+use crate::index::{Entry, Index, Probe, Stamp, DUMMY_DIGEST};
 use crate::key::{GeneratedKey, KeyError, KeyFormat, KeyId, ParsedKey, SecretDigest};
 use crate::rejection::Reason;
 use crate::scope::{Scope, Scopes};
 use crate::store::{
-    ChangeEvent, KeyRecord, KeyStore, KeyUpdate, ListQuery, Owner, Page, StoreError,
+    ChangeEvent, KeyRecord, KeyStore, KeyUpdate, ListQuery, Owner, Page, StoreError, StoreErrorKind,
 };
 
 const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,14 +43,25 @@ struct Inner {
     lookup_timeout: Duration,
     inflight: Semaphore,
     flights: Flights,
+    /// Dropped with the ring, which ends the task that follows the store's changes (and with it the
+    /// store's listening connection).
+    _unfollow: Option<oneshot::Sender<()>>,
+    /// The store's changes, when the ring was built outside a tokio runtime: following starts at the
+    /// first async call, which comes before anything can be cached (only async calls fill the index).
+    pending_follow: Mutex<Option<PendingFollow>>,
 }
+
+type PendingFollow = (crate::store::ChangeStream, oneshot::Receiver<()>);
 
 #[derive(Clone, Copy)]
 enum Fill {
-    /// What the store said, cached: `None` means no such key.
-    Fresh(Option<Entry>),
+    /// What the store said, cached: `None` means no such key. It holds for as long as the change
+    /// counters stand where the stamp says; a waiter that takes it later reads the index instead.
+    Fresh(Option<Entry>, Stamp),
     /// A change landed while the store was read; read again.
     Stale,
+    /// The store failed; everyone who waited for this lookup fails with it rather than asking again.
+    Failed(StoreErrorKind),
 }
 
 type Flights = Mutex<HashMap<KeyId, Arc<OnceCell<Fill>>>>;
@@ -97,6 +108,24 @@ impl KeyRing {
         &self.inner.format
     }
 
+    /// Starts the task that follows the store's changes, if it is not running yet and a tokio runtime
+    /// is at hand. Called by every async entry point before it can fill the index.
+    fn ensure_following(&self) {
+        let mut pending = self
+            .inner
+            .pending_follow
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if pending.is_none() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            if let Some((changes, stop)) = pending.take() {
+                runtime.spawn(follow(Arc::downgrade(&self.inner), changes, stop));
+            }
+        }
+    }
+
     /// The store behind the index.
     pub fn store(&self) -> &Arc<dyn KeyStore> {
         &self.inner.store
@@ -104,6 +133,7 @@ impl KeyRing {
 
     /// Issues a key: generates it, stores the digest, indexes it, and returns the key once.
     pub async fn issue(&self, new: NewKey) -> Result<IssuedKey, IssueError> {
+        self.ensure_following();
         {
             validate_description(&new.description)?;
             // Ids are random; a collision with an existing key is retried with a fresh key.
@@ -127,6 +157,7 @@ impl KeyRing {
                     Err(e) => return Err(IssueError::Store(e)),
                 }
                 // Read back: the store knows the owner's current user and company status.
+                let stamp = self.inner.index.stamp(Some(key.id()));
                 let stored = self
                     .inner
                     .store
@@ -134,7 +165,7 @@ impl KeyRing {
                     .await
                     .map_err(IssueError::Store)?
                     .ok_or_else(|| IssueError::Store(StoreError::backend("issued key vanished")))?;
-                self.inner.index.upsert(&stored);
+                self.inner.index.upsert_since(&stored, stamp);
                 return Ok(IssuedKey {
                     login: stored.to_login(),
                     key,
@@ -156,13 +187,15 @@ impl KeyRing {
         id: KeyId,
         update: KeyUpdate,
     ) -> Result<Option<KeyRecord>, IssueError> {
+        self.ensure_following();
         if let Some(description) = &update.description {
             validate_description(description)?;
         }
+        let stamp = self.inner.index.stamp(Some(id));
         let result = self.inner.store.update(id, update).await;
         // Whatever the store answered, the cached copy may be stale now.
         match &result {
-            Ok(Some(record)) => self.inner.index.upsert(record),
+            Ok(Some(record)) if record.id == id => self.inner.index.upsert_since(record, stamp),
             _ => self.inner.index.invalidate(id),
         }
         result.map_err(IssueError::Store)
@@ -170,6 +203,7 @@ impl KeyRing {
 
     /// Deletes a key; the index forgets it before this returns. `Ok(true)` when it existed.
     pub async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
+        self.ensure_following();
         let result = self.inner.store.delete(id).await;
         self.inner.index.invalidate(id);
         result
@@ -182,10 +216,14 @@ impl KeyRing {
 
     /// Sets a user's status; every key of that user follows before this returns.
     pub async fn set_user_status(&self, user_uid: &str, status: Status) -> Result<(), StoreError> {
+        self.ensure_following();
+        let index = &self.inner.index;
+        let stamp = index.owners_stamp();
         let result = self.inner.store.set_user_status(user_uid, status).await;
-        self.inner
-            .index
-            .set_owner_status(Some(user_uid), None, status);
+        match &result {
+            Ok(()) => index.set_owner_status_since(Some(user_uid), None, status, stamp),
+            Err(_) => index.forget_owner(Some(user_uid), None),
+        }
         result
     }
 
@@ -195,28 +233,34 @@ impl KeyRing {
         company_id: &str,
         status: Status,
     ) -> Result<(), StoreError> {
+        self.ensure_following();
+        let index = &self.inner.index;
+        let stamp = index.owners_stamp();
         let result = self
             .inner
             .store
             .set_company_status(company_id, status)
             .await;
-        self.inner
-            .index
-            .set_owner_status(None, Some(company_id), status);
+        match &result {
+            Ok(()) => index.set_owner_status_since(None, Some(company_id), status, stamp),
+            Err(_) => index.forget_owner(None, Some(company_id)),
+        }
         result
     }
 
-    /// Applies a change heard from another node.
+    /// Applies a change heard from the store (made by another node, or by this one).
+    ///
+    /// The index forgets what the change touched, and the next request reads it from the store.
+    /// The status a user or company event carries is not copied into the index: events arrive
+    /// after the calls that caused them return, so an event can be older than a change this node
+    /// has applied since, and copying it would bring back a status already overwritten (an
+    /// enabled user after a disable that returned).
     pub fn apply(&self, event: &ChangeEvent) {
         let index = &self.inner.index;
         match event {
             ChangeEvent::Key(id) | ChangeEvent::KeyDeleted(id) => index.invalidate(*id),
-            ChangeEvent::User { user_uid, status } => {
-                index.set_owner_status(Some(user_uid), None, *status)
-            }
-            ChangeEvent::Company { company_id, status } => {
-                index.set_owner_status(None, Some(company_id), *status)
-            }
+            ChangeEvent::User { user_uid, .. } => index.forget_owner(Some(user_uid), None),
+            ChangeEvent::Company { company_id, .. } => index.forget_owner(None, Some(company_id)),
             ChangeEvent::Resync => index.clear(),
         }
     }
@@ -243,6 +287,7 @@ impl KeyRing {
     /// is a hit. Records that change while this runs are left to be read on demand. Returns the number
     /// of keys cached.
     pub async fn preload(&self) -> Result<usize, StoreError> {
+        self.ensure_following();
         const PAGE: u64 = 1000;
         let mut query = ListQuery {
             limit: PAGE,
@@ -321,6 +366,7 @@ impl KeyRing {
         id: KeyId,
         digest: SecretDigest,
     ) -> Result<Result<Identity, Reason>, StoreError> {
+        self.ensure_following();
         let inner = &self.inner;
         let work = async {
             loop {
@@ -332,31 +378,38 @@ impl KeyRing {
                         cell: flights.entry(id).or_default().clone(),
                     }
                 };
-                let fill = flight
+                // The waiter that runs the lookup keeps the store's error with its cause.
+                let mut cause = None;
+                let fill = *flight
                     .cell
-                    .get_or_try_init(|| async {
-                        let _permit = inner
-                            .inflight
-                            .acquire()
-                            .await
-                            .map_err(|_| StoreError::overloaded())?;
+                    .get_or_init(|| async {
+                        // This request missed the index just before another's fill landed and
+                        // left the single-flight map: that fill is the answer.
                         let stamp = inner.index.stamp(Some(id));
-                        let record = inner.store.get(id).await?;
-                        if record.as_ref().is_some_and(|r| r.id != id) {
-                            return Err(StoreError::corrupt("store returned another key's record"));
+                        if let Probe::Found(entry) = inner.index.probe(id) {
+                            return Fill::Fresh(Some(entry), stamp);
                         }
-                        Ok(if inner.index.fill(id, record.as_ref(), stamp) {
-                            Fill::Fresh(record.as_ref().map(Entry::positive_of))
-                        } else {
-                            Fill::Stale
-                        })
+                        match self.read_store(id).await {
+                            Ok(fill) => fill,
+                            Err(e) => {
+                                let kind = e.kind();
+                                cause = Some(e);
+                                Fill::Failed(kind)
+                            }
+                        }
                     })
-                    .await
-                    .copied();
+                    .await;
                 drop(flight);
-                match fill? {
-                    Fill::Fresh(entry) => return Ok(self.decide(id, entry.as_ref(), &digest)),
-                    Fill::Stale => {
+                match fill {
+                    // A change since the lookup (a revocation that returned before this request
+                    // joined it) makes its answer stale for this request.
+                    Fill::Fresh(entry, stamp) if inner.index.unchanged_since(id, stamp) => {
+                        return Ok(self.decide(id, entry.as_ref(), &digest))
+                    }
+                    Fill::Failed(kind) => {
+                        return Err(cause.unwrap_or_else(|| StoreError::of_kind(kind)))
+                    }
+                    Fill::Fresh(..) | Fill::Stale => {
                         if let Some(result) = self.check_cached(id, &digest) {
                             return Ok(result);
                         }
@@ -367,6 +420,26 @@ impl KeyRing {
         tokio::time::timeout(inner.lookup_timeout, work)
             .await
             .unwrap_or_else(|_| Err(StoreError::timeout()))
+    }
+
+    /// One store read for a miss, cached unless a change landed meanwhile.
+    async fn read_store(&self, id: KeyId) -> Result<Fill, StoreError> {
+        let inner = &self.inner;
+        let _permit = inner
+            .inflight
+            .acquire()
+            .await
+            .map_err(|_| StoreError::overloaded())?;
+        let stamp = inner.index.stamp(Some(id));
+        let record = inner.store.get(id).await?;
+        if record.as_ref().is_some_and(|r| r.id != id) {
+            return Err(StoreError::corrupt("store returned another key's record"));
+        }
+        Ok(if inner.index.fill(id, record.as_ref(), stamp) {
+            Fill::Fresh(record.as_ref().map(Entry::positive_of), stamp)
+        } else {
+            Fill::Stale
+        })
     }
 
     /// The constant-time decision. Unknown ids are compared against a dummy digest, so unknown id,
@@ -469,8 +542,20 @@ impl KeyRingBuilder {
     }
 
     /// Builds the ring. When the store sends change notifications, a task applying them is spawned on
-    /// the current tokio runtime, which must exist.
+    /// the current tokio runtime; if the store's change stream ever ends, the task forgets everything
+    /// cached and subscribes again.
+    ///
+    /// Built outside a tokio runtime, the ring starts following its store's changes at its first
+    /// async call (nothing is cached before one).
     pub fn build(self) -> KeyRing {
+        let changes = self.store.subscribe();
+        let (unfollow, stop) = match changes {
+            Some(_) => {
+                let (unfollow, stop) = oneshot::channel();
+                (Some(unfollow), Some(stop))
+            }
+            None => (None, None),
+        };
         let ring = KeyRing {
             inner: Arc::new(Inner {
                 index: Index::new(self.negative_capacity),
@@ -479,21 +564,60 @@ impl KeyRingBuilder {
                 inflight: Semaphore::new(self.max_inflight),
                 flights: Mutex::new(HashMap::new()),
                 store: self.store,
+                _unfollow: unfollow,
+                pending_follow: Mutex::new(changes.zip(stop)),
             }),
         };
-        if let Some(mut changes) = ring.inner.store.subscribe() {
-            let weak = Arc::downgrade(&ring.inner);
-            tokio::spawn(async move {
-                use futures_core::Stream;
-                use std::future::poll_fn;
-                use std::pin::Pin;
-                while let Some(event) = poll_fn(|cx| Pin::new(&mut changes).poll_next(cx)).await {
-                    let Some(inner) = weak.upgrade() else { break };
+        ring.ensure_following();
+        ring
+    }
+}
+
+/// How long the ring waits before subscribing again to a store whose change stream ended.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(100);
+
+/// Applies a store's changes to the ring's index for as long as the ring exists (`stop` resolves
+/// when it is dropped, without waiting for another event). A stream that ends is a channel lost:
+/// forget everything, and subscribe again rather than go deaf.
+async fn follow(
+    ring: std::sync::Weak<Inner>,
+    mut changes: crate::store::ChangeStream,
+    mut stop: oneshot::Receiver<()>,
+) {
+    use futures_core::Stream;
+    use std::future::{poll_fn, Future};
+    use std::pin::Pin;
+    use std::task::Poll;
+    loop {
+        loop {
+            let next = poll_fn(|cx| {
+                if Pin::new(&mut stop).poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                Pin::new(&mut changes).poll_next(cx).map(Some)
+            })
+            .await;
+            match next {
+                None => return,
+                Some(Some(event)) => {
+                    let Some(inner) = ring.upgrade() else { return };
                     KeyRing { inner }.apply(&event);
                 }
-            });
+                Some(None) => break,
+            }
         }
-        ring
+        let Some(inner) = ring.upgrade() else { return };
+        KeyRing {
+            inner: inner.clone(),
+        }
+        .apply(&ChangeEvent::Resync);
+        let resubscribed = inner.store.subscribe();
+        drop(inner);
+        match resubscribed {
+            Some(stream) => changes = stream,
+            None => return,
+        }
+        tokio::time::sleep(RESUBSCRIBE_DELAY).await;
     }
 }
 
@@ -737,6 +861,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn rings_over_one_memory_store_hear_each_others_revocations() {
+        let store = MemoryStore::new();
+        let a = KeyRing::new(store.clone());
+        let b = KeyRing::new(store);
+        let issued = a
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        assert!(b.verify(issued.key()).await.is_ok());
+        a.update(issued.id(), KeyUpdate::status(Status::Disabled))
+            .await
+            .expect("updated");
+        // B applies the change when its task runs, which is at B's next yield.
+        for _ in 0..100 {
+            if b.verify(issued.key()).await.is_err() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("ring B still accepts a key disabled through ring A");
+    }
+
+    #[tokio::test]
     async fn abandoned_lookups_leave_no_flight_behind() {
         let ring = KeyRing::builder(MemoryStore::new())
             .with_lookup_timeout(Duration::from_millis(5))
@@ -796,6 +943,340 @@ mod tests {
         assert!(ring.verify(k2.key()).await.is_err());
     }
 
+    /// A memory store that counts `get`s, fails owner-status writes on demand, and holds the next
+    /// write after it reached the store, before it returns. It sends no changes, so what a ring's
+    /// index holds comes from that ring's own calls alone.
+    #[derive(Clone, Default)]
+    struct Held {
+        inner: MemoryStore,
+        state: Arc<HeldState>,
+    }
+
+    #[derive(Default)]
+    struct HeldState {
+        hold_next: std::sync::atomic::AtomicBool,
+        fail_owner_writes: std::sync::atomic::AtomicBool,
+        written: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+        gets: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Held {
+        fn hold_next_write(&self) {
+            self.state.hold_next.store(true, SeqCst);
+        }
+
+        async fn pause(&self) {
+            if self.state.hold_next.swap(false, SeqCst) {
+                self.state.written.notify_one();
+                self.state.release.notified().await;
+            }
+        }
+    }
+
+    use std::sync::atomic::Ordering::SeqCst;
+
+    #[async_trait::async_trait]
+    impl KeyStore for Held {
+        async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+            self.state.gets.fetch_add(1, SeqCst);
+            self.inner.get(id).await
+        }
+        async fn insert(&self, record: KeyRecord) -> Result<(), StoreError> {
+            self.inner.insert(record).await
+        }
+        async fn update(
+            &self,
+            id: KeyId,
+            update: KeyUpdate,
+        ) -> Result<Option<KeyRecord>, StoreError> {
+            let result = self.inner.update(id, update).await;
+            self.pause().await;
+            result
+        }
+        async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
+            self.inner.delete(id).await
+        }
+        async fn list(&self, query: &ListQuery) -> Result<Page<KeyRecord>, StoreError> {
+            self.inner.list(query).await
+        }
+        async fn set_user_status(&self, uid: &str, status: Status) -> Result<(), StoreError> {
+            if self.state.fail_owner_writes.load(SeqCst) {
+                return Err(StoreError::backend(
+                    "connection lost after the write was sent",
+                ));
+            }
+            let result = self.inner.set_user_status(uid, status).await;
+            self.pause().await;
+            result
+        }
+        async fn set_company_status(&self, id: &str, status: Status) -> Result<(), StoreError> {
+            self.inner.set_company_status(id, status).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_write_that_returns_after_a_later_one_leaves_no_stale_record() {
+        let store = Held::default();
+        let ring = KeyRing::new(store.clone());
+        let k = ring
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        assert!(ring.verify(k.key()).await.is_ok());
+
+        // An enable reaches the store first but returns last, after a disable that followed it.
+        store.hold_next_write();
+        let late = tokio::spawn({
+            let ring = ring.clone();
+            let id = k.id();
+            async move { ring.update(id, KeyUpdate::status(Status::Enabled)).await }
+        });
+        store.state.written.notified().await;
+        ring.update(k.id(), KeyUpdate::status(Status::Disabled))
+            .await
+            .expect("updated");
+        assert!(ring.verify(k.key()).await.is_err());
+        store.state.release.notify_one();
+        late.await.expect("task").expect("updated");
+
+        assert_eq!(
+            ring.verify(k.key()).await.unwrap_err(),
+            VerifyError::Invalid,
+            "the store holds the disable; the late enable must not win in the index"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_owner_write_that_returns_after_a_later_one_leaves_no_stale_status() {
+        let store = Held::default();
+        let ring = KeyRing::new(store.clone());
+        let k = ring
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        assert!(ring.verify(k.key()).await.is_ok());
+
+        store.hold_next_write();
+        let late = tokio::spawn({
+            let ring = ring.clone();
+            async move { ring.set_user_status("u1", Status::Enabled).await }
+        });
+        store.state.written.notified().await;
+        ring.set_user_status("u1", Status::Disabled)
+            .await
+            .expect("set");
+        store.state.release.notify_one();
+        late.await.expect("task").expect("set");
+
+        assert_eq!(
+            ring.verify(k.key()).await.unwrap_err(),
+            VerifyError::Invalid,
+            "the store holds the disable; the late enable must not win in the index"
+        );
+        assert_eq!(
+            ring.get(k.id()).await.expect("read").map(|r| r.user_status),
+            Some(Status::Disabled)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_owner_write_leaves_no_guess_in_the_index() {
+        let store = Held::default();
+        let ring = KeyRing::new(store.clone());
+        let k = ring
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        ring.set_user_status("u1", Status::Disabled)
+            .await
+            .expect("set");
+        store.state.fail_owner_writes.store(true, SeqCst);
+        assert!(ring.set_user_status("u1", Status::Enabled).await.is_err());
+        assert_eq!(
+            ring.verify(k.key()).await.unwrap_err(),
+            VerifyError::Invalid,
+            "the store still says disabled"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_miss_that_lost_the_race_to_a_fill_reads_the_index_not_the_store() {
+        let store = Held::default();
+        let other = KeyRing::new(store.inner.clone());
+        let k = other
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        let ring = KeyRing::new(store.clone());
+        let digest = ring.parse(k.key().as_bytes()).expect("parses").digest();
+        assert!(ring
+            .check_store(k.id(), digest)
+            .await
+            .expect("read")
+            .is_ok());
+        // A request that missed the index before that fill landed comes in now.
+        assert!(ring
+            .check_store(k.id(), digest)
+            .await
+            .expect("read")
+            .is_ok());
+        assert_eq!(store.state.gets.load(SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lookup_answered_before_a_revocation_is_not_handed_to_later_requests() {
+        let store = Held::default();
+        let ring = KeyRing::new(store.clone());
+        let k = ring
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        let digest = ring.parse(k.key().as_bytes()).expect("parses").digest();
+        let enabled = ring.get(k.id()).await.expect("read").expect("exists");
+        // A lookup of the key finished, and its answer still sits in the single-flight map...
+        let answer = Fill::Fresh(
+            Some(Entry::positive_of(&enabled)),
+            ring.inner.index.stamp(Some(k.id())),
+        );
+        ring.inner
+            .flights
+            .lock()
+            .expect("lock")
+            .insert(k.id(), Arc::new(OnceCell::new_with(Some(answer))));
+        // ...when a revocation lands and returns; the key then falls out of the index.
+        ring.update(k.id(), KeyUpdate::status(Status::Disabled))
+            .await
+            .expect("updated");
+        ring.inner.index.invalidate(k.id());
+        let result = ring.check_store(k.id(), digest).await.expect("read");
+        assert!(
+            result.is_err(),
+            "a request after the revocation took the old answer"
+        );
+    }
+
+    /// A store whose change streams the test ends at will.
+    #[derive(Clone, Default)]
+    struct Streams {
+        inner: MemoryStore,
+        senders: Arc<Mutex<Vec<crate::store::notify::ChangeSender>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl KeyStore for Streams {
+        async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+            self.inner.get(id).await
+        }
+        async fn insert(&self, record: KeyRecord) -> Result<(), StoreError> {
+            self.inner.insert(record).await
+        }
+        async fn update(
+            &self,
+            id: KeyId,
+            update: KeyUpdate,
+        ) -> Result<Option<KeyRecord>, StoreError> {
+            self.inner.update(id, update).await
+        }
+        async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
+            self.inner.delete(id).await
+        }
+        async fn list(&self, query: &ListQuery) -> Result<Page<KeyRecord>, StoreError> {
+            self.inner.list(query).await
+        }
+        async fn set_user_status(&self, uid: &str, status: Status) -> Result<(), StoreError> {
+            self.inner.set_user_status(uid, status).await
+        }
+        async fn set_company_status(&self, id: &str, status: Status) -> Result<(), StoreError> {
+            self.inner.set_company_status(id, status).await
+        }
+        fn subscribe(&self) -> Option<crate::store::ChangeStream> {
+            let (sender, stream) = crate::store::notify::change_channel();
+            self.senders.lock().expect("lock").push(sender);
+            Some(stream)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_stream_that_ends_means_resync_and_a_new_subscription() {
+        let store = Streams::default();
+        let ring = KeyRing::new(store.clone());
+        let k = ring
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        assert!(ring.verify(k.key()).await.is_ok());
+        assert_eq!(ring.cached(), (1, 0));
+
+        store.senders.lock().expect("lock").clear();
+        for _ in 0..1000 {
+            if store.senders.lock().expect("lock").len() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            store.senders.lock().expect("lock").len(),
+            1,
+            "subscribed again"
+        );
+        assert_eq!(
+            ring.cached(),
+            (0, 0),
+            "forgot what it could no longer follow"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_owner_event_older_than_a_local_change_does_not_undo_it() {
+        let store = Streams::default();
+        let ring = KeyRing::new(store.clone());
+        let k = ring
+            .issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued");
+        ring.set_user_status("u1", Status::Enabled)
+            .await
+            .expect("set");
+        ring.set_user_status("u1", Status::Disabled)
+            .await
+            .expect("set");
+        assert!(ring.verify(k.key()).await.is_err());
+        // The event of the enable arrives only now, after the disable returned.
+        let stale = ChangeEvent::User {
+            user_uid: "u1".into(),
+            status: Status::Enabled,
+        };
+        assert!(store.senders.lock().expect("lock")[0].send(stale));
+        for _ in 0..1000 {
+            if ring.cached().0 == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(ring.cached(), (0, 0), "the event was applied");
+        assert_eq!(
+            ring.verify(k.key()).await.unwrap_err(),
+            VerifyError::Invalid,
+            "a stale enable brought a disabled user's key back"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_ring_stops_following_its_store() {
+        let store = Streams::default();
+        let ring = KeyRing::new(store.clone());
+        drop(ring);
+        // No event arrives to wake the task: it must notice the ring is gone by itself.
+        for _ in 0..1000 {
+            if store.senders.lock().expect("lock")[0].is_closed() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the task following the store outlived its ring");
+    }
+
     #[test]
     fn descriptions_are_checked() {
         assert!(validate_description("Portal Operator API Key").is_ok());
@@ -812,6 +1293,7 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
+        let _runtime = rt.enter();
         let ring = KeyRing::new(MemoryStore::new());
         let issued = rt
             .block_on(ring.issue(NewKey::new(owner()).description("x")))
@@ -819,5 +1301,35 @@ mod tests {
         let text = format!("{issued:?} {ring:?}");
         assert!(!text.contains(issued.key()));
         assert!(!text.contains(&issued.key()[4..30]));
+    }
+
+    #[test]
+    fn a_ring_built_outside_a_runtime_follows_changes_from_its_first_async_call() {
+        let store = MemoryStore::new();
+        // No runtime here: building must not panic.
+        let a = KeyRing::new(store.clone());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let b = KeyRing::new(store.clone());
+            let k = b
+                .issue(NewKey::new(owner()).description("x"))
+                .await
+                .expect("issued");
+            assert!(a.verify(k.key()).await.is_ok(), "a fills from the store");
+            b.update(k.id(), KeyUpdate::status(Status::Disabled))
+                .await
+                .expect("updated");
+            for _ in 0..200 {
+                if a.verify(k.key()).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("a never heard of the revocation made through b");
+        });
     }
 }

@@ -647,6 +647,62 @@ async fn concurrent_requests_for_a_cold_key_cause_one_store_get() {
     assert_eq!(ring_b.cached(), (1, 0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_on_a_failed_lookup_share_its_failure() {
+    const REQUESTS: usize = 200;
+    let memory = MemoryStore::new();
+    let issued = issue(
+        &KeyRing::new(memory.clone()),
+        NewKey::new(alice()).description("cold"),
+    )
+    .await;
+    let store = FaultStore::new(memory);
+    let ring = KeyRing::builder(store.clone())
+        .with_lookup_timeout(Duration::from_secs(600))
+        .build();
+    let probe = Probe::new();
+    let service = ServiceBuilder::new()
+        .layer(ApiKeyLayer::new(ring.clone()))
+        .service_fn(probe.handler());
+
+    store.close();
+    let polled = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(REQUESTS);
+    for _ in 0..REQUESTS {
+        let mut answer = Box::pin(send(service.clone(), get_with_key(issued.key())));
+        let polled = polled.clone();
+        let mut first = true;
+        tasks.push(tokio::spawn(std::future::poll_fn(move |cx| {
+            let poll = answer.as_mut().poll(cx);
+            if std::mem::take(&mut first) {
+                polled.fetch_add(1, Ordering::SeqCst);
+            }
+            poll
+        })));
+    }
+    while polled.load(Ordering::SeqCst) < REQUESTS {
+        tokio::task::yield_now().await;
+    }
+    store.set(Fault::Error);
+    store.open();
+    for task in tasks {
+        task.await.expect("request task").assert_refused(503, None);
+    }
+    assert_eq!(
+        store.gets(),
+        1,
+        "a failing store is asked once, not once per waiter"
+    );
+    assert_eq!(probe.calls(), 0);
+
+    // The failure is not remembered: the next request asks again.
+    store.set(Fault::PassThrough);
+    send(service, get_with_key(issued.key()))
+        .await
+        .assert_passed();
+    assert_eq!(store.gets(), 2);
+}
+
 #[tokio::test]
 async fn unknown_id_is_remembered_without_a_second_store_get() {
     let store = FaultStore::new(MemoryStore::new());

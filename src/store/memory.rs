@@ -3,15 +3,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use super::notify::{change_channel, ChangeSender};
 use super::{
-    AccountStore, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Page, RefreshToken,
-    StoreError, User,
+    AccountStore, ChangeEvent, ChangeStream, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery,
+    Page, RefreshToken, StoreError, User,
 };
 use crate::identity::Status;
 use crate::key::KeyId;
 
 /// A store held in this process's memory: for tests, single-node services and as a reference for
 /// other backends. Cloning shares the same records.
+///
+/// Every [`KeyRing`](crate::KeyRing) over the same store (or a clone of it) hears of the changes the
+/// others make through [`KeyStore::subscribe`], as rings on different nodes do over a shared
+/// database; a ring built over a `MemoryStore` therefore needs a tokio runtime.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
@@ -26,6 +31,7 @@ struct Inner {
     accounts: BTreeMap<String, User>,
     company_records: BTreeMap<String, Company>,
     refresh_tokens: HashMap<[u8; 32], RefreshToken>,
+    subscribers: Vec<ChangeSender>,
 }
 
 impl Inner {
@@ -43,6 +49,11 @@ impl Inner {
 
     fn company_status(&self, id: &str) -> Status {
         self.companies.get(id).copied().unwrap_or(Status::Enabled)
+    }
+
+    /// Tells every subscriber, under the same lock as the write, so they hear changes in write order.
+    fn notify(&mut self, event: ChangeEvent) {
+        self.subscribers.retain(|s| s.send(event.clone()));
     }
 }
 
@@ -98,7 +109,9 @@ impl KeyStore for MemoryStore {
         if inner.keys.contains_key(&record.id) {
             return Err(StoreError::conflict());
         }
-        inner.keys.insert(record.id, record);
+        let id = record.id;
+        inner.keys.insert(id, record);
+        inner.notify(ChangeEvent::Key(id));
         Ok(())
     }
 
@@ -114,11 +127,17 @@ impl KeyStore for MemoryStore {
             record.description = description;
         }
         let record = record.clone();
+        inner.notify(ChangeEvent::Key(id));
         Ok(Some(inner.resolve(&record)))
     }
 
     async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
-        Ok(self.lock().keys.remove(&id).is_some())
+        let mut inner = self.lock();
+        let existed = inner.keys.remove(&id).is_some();
+        if existed {
+            inner.notify(ChangeEvent::KeyDeleted(id));
+        }
+        Ok(existed)
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page<KeyRecord>, StoreError> {
@@ -128,13 +147,29 @@ impl KeyStore for MemoryStore {
     }
 
     async fn set_user_status(&self, user_uid: &str, status: Status) -> Result<(), StoreError> {
-        self.lock().users.insert(user_uid.to_owned(), status);
+        let mut inner = self.lock();
+        inner.users.insert(user_uid.to_owned(), status);
+        inner.notify(ChangeEvent::User {
+            user_uid: user_uid.to_owned(),
+            status,
+        });
         Ok(())
     }
 
     async fn set_company_status(&self, company_id: &str, status: Status) -> Result<(), StoreError> {
-        self.lock().companies.insert(company_id.to_owned(), status);
+        let mut inner = self.lock();
+        inner.companies.insert(company_id.to_owned(), status);
+        inner.notify(ChangeEvent::Company {
+            company_id: company_id.to_owned(),
+            status,
+        });
         Ok(())
+    }
+
+    fn subscribe(&self) -> Option<ChangeStream> {
+        let (sender, stream) = change_channel();
+        self.lock().subscribers.push(sender);
+        Some(stream)
     }
 }
 
@@ -151,6 +186,11 @@ impl AccountStore for MemoryStore {
             return Err(StoreError::conflict());
         }
         inner.companies.insert(company.uid.clone(), company.status);
+        // The company's own status now applies to its users' keys.
+        inner.notify(ChangeEvent::Company {
+            company_id: company.uid.clone(),
+            status: company.status,
+        });
         inner.company_records.insert(company.uid.clone(), company);
         Ok(())
     }
@@ -188,6 +228,11 @@ impl AccountStore for MemoryStore {
             return Err(StoreError::conflict());
         }
         inner.users.insert(user.uid.clone(), user.status);
+        // The account's own status now applies to the user's keys.
+        inner.notify(ChangeEvent::User {
+            user_uid: user.uid.clone(),
+            status: user.status,
+        });
         inner.accounts.insert(user.uid.clone(), user);
         Ok(())
     }

@@ -16,12 +16,25 @@ use crate::key::{KeyId, SecretDigest};
 use crate::scope::Scopes;
 
 mod accounts;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod codec;
 mod memory;
+pub(crate) mod notify;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::RedisStore;
 pub use accounts::{AccountStore, Company, RefreshToken, Role, User};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteStore;
@@ -293,7 +306,7 @@ pub struct StoreError {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StoreErrorKind {
+pub(crate) enum StoreErrorKind {
     Backend,
     Timeout,
     Corrupt,
@@ -338,6 +351,17 @@ impl StoreError {
             kind: StoreErrorKind::Overloaded,
             source: None,
         }
+    }
+
+    /// What kind of failure this is, to be handed to others waiting for the same answer.
+    pub(crate) fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// A failure of `kind`, for those who waited on a lookup that failed (the first waiter keeps the
+    /// cause).
+    pub(crate) fn of_kind(kind: StoreErrorKind) -> Self {
+        Self { kind, source: None }
     }
 
     /// Whether the call timed out.

@@ -1,0 +1,830 @@
+//! Redis backend: keys, users, companies and refresh tokens shared by every node, with changes
+//! announced through pub/sub.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_core::Stream;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+use tokio::sync::mpsc;
+
+use super::codec::{
+    format_date, format_scopes, in_key, parse_date, parse_digest, parse_scopes, parse_status,
+};
+use super::notify::{self, encode_event, Notifier, Subscription, Timing};
+use super::{
+    AccountStore, ChangeEvent, ChangeStream, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery,
+    Owner, Page, RefreshToken, Role, StoreError, User,
+};
+use crate::identity::Status;
+use crate::key::{KeyId, SecretDigest};
+
+/// How long connecting, and each command, may take before the call fails.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest wait, in milliseconds, before the connection is tried again after it failed.
+const RECONNECT_DELAY_MS: u64 = 500;
+
+/// Reads one key with the current status of its owner; `{'id', id}` alone when the key has no hash.
+/// Every script is given the prefix as `ARGV[1]` and builds its key names from it.
+const RECORD_FN: &str = r"
+local function record(p, id)
+  local h = redis.call('HGETALL', p .. 'key:' .. id)
+  local uid, cid
+  for i = 1, #h, 2 do
+    if h[i] == 'user_uid' then uid = h[i + 1] elseif h[i] == 'company_id' then cid = h[i + 1] end
+  end
+  local r = {'id', id}
+  if #h == 0 then return r end
+  for i = 1, #h do r[#r + 1] = h[i] end
+  r[#r + 1] = 'user_status'
+  r[#r + 1] = (uid and redis.call('HGET', p .. 'user-status', uid)) or 'enabled'
+  r[#r + 1] = 'company_status'
+  r[#r + 1] = (cid and redis.call('HGET', p .. 'company-status', cid)) or 'enabled'
+  return r
+end
+";
+
+/// `ARGV`: prefix, id. The record, or nil.
+const GET: &str = r"
+if redis.call('EXISTS', ARGV[1] .. 'key:' .. ARGV[2]) == 0 then return false end
+return record(ARGV[1], ARGV[2])
+";
+
+/// `ARGV`: prefix, id, user uid, change payload, then the hash's fields and values. 1, or 0 when
+/// the id is taken.
+const INSERT: &str = r"
+local p, id = ARGV[1], ARGV[2]
+local k = p .. 'key:' .. id
+if redis.call('EXISTS', k) == 1 then return 0 end
+redis.call('HSET', k, unpack(ARGV, 5))
+redis.call('SADD', p .. 'keys', id)
+redis.call('SADD', p .. 'user-keys:' .. ARGV[3], id)
+redis.call('PUBLISH', p .. 'changes', ARGV[4])
+return 1
+";
+
+/// `ARGV`: prefix, id, change payload, new status or '', '1' and the new description or '0'. The
+/// record as it now is, or nil.
+const UPDATE: &str = r"
+local p, id = ARGV[1], ARGV[2]
+local k = p .. 'key:' .. id
+if redis.call('EXISTS', k) == 0 then return false end
+if ARGV[4] ~= '' then redis.call('HSET', k, 'status', ARGV[4]) end
+if ARGV[5] == '1' then redis.call('HSET', k, 'description', ARGV[6]) end
+redis.call('PUBLISH', p .. 'changes', ARGV[3])
+return record(p, id)
+";
+
+/// `ARGV`: prefix, id, change payload. 1, or 0 when there was no such key.
+const DELETE: &str = r"
+local p, id = ARGV[1], ARGV[2]
+local k = p .. 'key:' .. id
+local uid = redis.call('HGET', k, 'user_uid')
+if redis.call('DEL', k) == 0 then return 0 end
+redis.call('SREM', p .. 'keys', id)
+if uid then redis.call('SREM', p .. 'user-keys:' .. uid, id) end
+redis.call('PUBLISH', p .. 'changes', ARGV[3])
+return 1
+";
+
+/// `ARGV`: prefix, and a user uid or nothing. Every record of that user, or of everyone.
+const LIST: &str = r"
+local p = ARGV[1]
+local ids
+if ARGV[2] then ids = redis.call('SMEMBERS', p .. 'user-keys:' .. ARGV[2])
+else ids = redis.call('SMEMBERS', p .. 'keys') end
+local out = {}
+for i = 1, #ids do out[i] = record(p, ids[i]) end
+return out
+";
+
+/// `ARGV`: prefix, owner kind (`user` or `company`), id, status, change payload.
+const SET_OWNER_STATUS: &str = r"
+local p = ARGV[1]
+redis.call('HSET', p .. ARGV[2] .. '-status', ARGV[3], ARGV[4])
+redis.call('PUBLISH', p .. 'changes', ARGV[5])
+return 1
+";
+
+/// `ARGV`: prefix, owner kind, id, name, status, change payload, then the hash's fields and values.
+/// Creates a user or company: 1, or 0 when the id or name is taken.
+const CREATE_ACCOUNT: &str = r"
+local p, kind, id, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local names = p .. kind .. '-names'
+if redis.call('EXISTS', p .. kind .. ':' .. id) == 1 or redis.call('HEXISTS', names, name) == 1 then
+  return 0
+end
+redis.call('HSET', p .. kind .. ':' .. id, unpack(ARGV, 7))
+redis.call('HSET', names, name, id)
+redis.call('SADD', p .. kind .. '-ids', id)
+redis.call('HSET', p .. kind .. '-status', id, ARGV[5])
+redis.call('PUBLISH', p .. 'changes', ARGV[6])
+return 1
+";
+
+/// `ARGV`: prefix, owner kind, then `id` and an id, or `name` and a name, or `all`. The matching
+/// accounts with their status.
+const ACCOUNTS: &str = r"
+local p, kind = ARGV[1], ARGV[2]
+local ids
+if ARGV[3] == 'id' then ids = {ARGV[4]}
+elseif ARGV[3] == 'name' then
+  local id = redis.call('HGET', p .. kind .. '-names', ARGV[4])
+  ids = id and {id} or {}
+else ids = redis.call('SMEMBERS', p .. kind .. '-ids') end
+local out = {}
+for i = 1, #ids do
+  local h = redis.call('HGETALL', p .. kind .. ':' .. ids[i])
+  if #h > 0 then
+    h[#h + 1] = 'status'
+    h[#h + 1] = redis.call('HGET', p .. kind .. '-status', ids[i]) or 'enabled'
+    out[#out + 1] = h
+  end
+end
+return out
+";
+
+/// `ARGV`: prefix, digest (hex), then the hash's fields and values, the user uid fourth of them.
+const PUT_REFRESH_TOKEN: &str = r"
+local p, hex = ARGV[1], ARGV[2]
+local k = p .. 'refresh:' .. hex
+local old = redis.call('HGET', k, 'user_uid')
+if old then redis.call('SREM', p .. 'user-refresh:' .. old, hex) end
+redis.call('DEL', k)
+redis.call('HSET', k, unpack(ARGV, 3))
+redis.call('SADD', p .. 'user-refresh:' .. ARGV[6], hex)
+return 1
+";
+
+/// `ARGV`: prefix, digest (hex). The token's fields, removed, or nil.
+const TAKE_REFRESH_TOKEN: &str = r"
+local p, hex = ARGV[1], ARGV[2]
+local k = p .. 'refresh:' .. hex
+local h = redis.call('HGETALL', k)
+if #h == 0 then return false end
+local uid = redis.call('HGET', k, 'user_uid')
+redis.call('DEL', k)
+if uid then redis.call('SREM', p .. 'user-refresh:' .. uid, hex) end
+return h
+";
+
+/// `ARGV`: prefix, user uid. How many tokens were removed.
+const REVOKE_REFRESH_TOKENS: &str = r"
+local p, uid = ARGV[1], ARGV[2]
+local set = p .. 'user-refresh:' .. uid
+local hexes = redis.call('SMEMBERS', set)
+local n = 0
+for i = 1, #hexes do
+  local k = p .. 'refresh:' .. hexes[i]
+  if redis.call('HGET', k, 'user_uid') == uid then
+    redis.call('DEL', k)
+    n = n + 1
+  end
+end
+redis.call('DEL', set)
+return n
+";
+
+/// The store's scripts, loaded once per store (Redis caches them by digest).
+struct Scripts {
+    get: Script,
+    insert: Script,
+    update: Script,
+    delete: Script,
+    list: Script,
+    set_owner_status: Script,
+    create_account: Script,
+    accounts: Script,
+    put_refresh_token: Script,
+    take_refresh_token: Script,
+    revoke_refresh_tokens: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let with_record = |body: &str| Script::new(&format!("{RECORD_FN}{body}"));
+        Self {
+            get: with_record(GET),
+            insert: Script::new(INSERT),
+            update: with_record(UPDATE),
+            delete: Script::new(DELETE),
+            list: with_record(LIST),
+            set_owner_status: Script::new(SET_OWNER_STATUS),
+            create_account: Script::new(CREATE_ACCOUNT),
+            accounts: Script::new(ACCOUNTS),
+            put_refresh_token: Script::new(PUT_REFRESH_TOKEN),
+            take_refresh_token: Script::new(TAKE_REFRESH_TOKEN),
+            revoke_refresh_tokens: Script::new(REVOKE_REFRESH_TOKENS),
+        }
+    }
+}
+
+/// A store in Redis that any number of nodes share.
+///
+/// Every Redis key the store uses starts with a prefix ([`RedisStore::DEFAULT_PREFIX`] unless
+/// [`RedisStore::connect_with_prefix`] names another), so several stores can share a database. A
+/// key is a hash at `<prefix>key:<id>`, listed in the sets `<prefix>keys` and
+/// `<prefix>user-keys:<uid>`; user and company statuses are the hashes `<prefix>user-status` and
+/// `<prefix>company-status`, so owners need no account; accounts and refresh tokens are hashes
+/// beside them. Each write is one Lua script (atomic) that publishes its change on
+/// `<prefix>changes` after writing, so nodes hear changes in the order they were made.
+/// [`KeyStore::subscribe`] listens on a connection of its own; when it drops, or a ping it sends
+/// itself every 10 s is not back within 5 s, it reconnects with backoff (up to 1 s between
+/// attempts) and yields [`ChangeEvent::Resync`] when the channel is lost, at each failed attempt
+/// and once subscribed again, so a lost message never leaves a revoked key usable. Changes
+/// written to Redis other than through a `RedisStore` are not announced.
+///
+/// [`KeyStore::list`], [`AccountStore::list_users`] and [`AccountStore::list_companies`] read every
+/// matching record (all of a user's keys when the query names a user, else all keys) in one script
+/// and filter, sort and page them in Rust, with [`ListQuery::apply`]: simple and exact, and linear
+/// in the number of records, which suits management calls rather than request paths. Scripts name
+/// keys they compute, so the store needs one Redis server (with replicas, if any), not Redis
+/// Cluster.
+///
+/// Scopes are stored by name: application scopes must be registered with
+/// [`Scope::register`](crate::Scope::register) before their keys are read. Fields that cannot be
+/// read back make the record corrupt ([`StoreError::is_corrupt`]). Cloning shares the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    client: Client,
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    scripts: Arc<Scripts>,
+    location: Arc<str>,
+}
+
+impl RedisStore {
+    /// The prefix of every Redis key the store uses, unless another is given.
+    pub const DEFAULT_PREFIX: &'static str = "tower-api-key:";
+
+    /// Connects to the Redis server at `url` (`redis://[user][:password@]host[:port][/db]`, or
+    /// `rediss://…` when the redis crate is built with TLS), with the keys under
+    /// [`RedisStore::DEFAULT_PREFIX`].
+    ///
+    /// `Err` when the URL is not a Redis URL or the server cannot be reached or refuses the login.
+    /// The error never shows the password.
+    pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
+        Self::connect_with_prefix(url, Self::DEFAULT_PREFIX).await
+    }
+
+    /// As [`RedisStore::connect`], with every Redis key (and the change channel) under `prefix`.
+    /// Stores with different prefixes in one database do not see each other.
+    pub async fn connect_with_prefix(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(StoreError::backend("not a redis:// URL"));
+        }
+        // The redis crate's message may quote the URL; say only that it could not be read.
+        let client =
+            Client::open(url).map_err(|_| StoreError::backend("unreadable redis:// URL"))?;
+        let info = client.get_connection_info();
+        let location = format!("{}/{} {prefix}", info.addr, info.redis.db);
+        // One quick retry: the crate's default backoff waits a minute or more before giving up,
+        // while callers (a starting server, a lookup under its timeout) want an answer now; a
+        // later call reconnects again.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(TIMEOUT)
+            .set_response_timeout(TIMEOUT)
+            .set_number_of_retries(1)
+            .set_factor(2)
+            .set_max_delay(RECONNECT_DELAY_MS);
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(RedisStore {
+            client,
+            conn,
+            prefix: prefix.into(),
+            scripts: Arc::new(Scripts::new()),
+            location: location.into(),
+        })
+    }
+
+    /// The prefix of every Redis key this store uses.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn channel(&self) -> String {
+        format!("{}changes", self.prefix)
+    }
+
+    async fn set_owner_status(
+        &self,
+        kind: &str,
+        id: &str,
+        event: ChangeEvent,
+        status: Status,
+    ) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .set_owner_status
+            .prepare_invoke()
+            .arg(&*self.prefix)
+            .arg(kind)
+            .arg(id)
+            .arg(status.as_str())
+            .arg(encode_event(&event))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    /// The accounts of `kind` selected by `by` (`id`, `name` or `all`) and `value`.
+    async fn accounts(&self, kind: &str, by: &str, value: &str) -> Result<Vec<Fields>, StoreError> {
+        let rows: Vec<Vec<Vec<u8>>> = self
+            .scripts
+            .accounts
+            .prepare_invoke()
+            .arg(&*self.prefix)
+            .arg(kind)
+            .arg(by)
+            .arg(value)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(rows.into_iter().map(Fields::new).collect())
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+/// A hash as read from Redis: field names to values.
+struct Fields(HashMap<Vec<u8>, Vec<u8>>);
+
+impl Fields {
+    fn new(flat: Vec<Vec<u8>>) -> Self {
+        let mut map = HashMap::with_capacity(flat.len() / 2);
+        let mut items = flat.into_iter();
+        while let (Some(field), Some(value)) = (items.next(), items.next()) {
+            map.insert(field, value);
+        }
+        Self(map)
+    }
+
+    fn bytes(&self, name: &str) -> Result<&[u8], StoreError> {
+        self.0
+            .get(name.as_bytes())
+            .map(Vec::as_slice)
+            .ok_or_else(|| StoreError::corrupt(format!("field `{name}` missing")))
+    }
+
+    fn text(&self, name: &str) -> Result<&str, StoreError> {
+        std::str::from_utf8(self.bytes(name)?)
+            .map_err(|_| StoreError::corrupt(format!("field `{name}` is not UTF-8")))
+    }
+
+    fn string(&self, name: &str) -> Result<String, StoreError> {
+        self.text(name).map(str::to_owned)
+    }
+
+    fn flag(&self, name: &str) -> Result<bool, StoreError> {
+        match self.bytes(name)? {
+            b"0" => Ok(false),
+            b"1" => Ok(true),
+            _ => Err(StoreError::corrupt(format!(
+                "field `{name}` is neither 0 nor 1"
+            ))),
+        }
+    }
+}
+
+fn flag(value: bool) -> &'static str {
+    if value {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+fn hex(digest: &SecretDigest) -> String {
+    use std::fmt::Write;
+    digest
+        .as_bytes()
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn decode_key(fields: &Fields) -> Result<KeyRecord, StoreError> {
+    let raw_id = fields.text("id")?;
+    let id = raw_id
+        .parse::<u64>()
+        .ok()
+        .and_then(KeyId::new)
+        .ok_or_else(|| StoreError::corrupt(format!("key id `{raw_id}` out of range")))?;
+    let decode = || -> Result<KeyRecord, StoreError> {
+        Ok(KeyRecord {
+            id,
+            digest: parse_digest(fields.bytes("digest")?)?,
+            owner: Owner {
+                user_uid: fields.string("user_uid")?,
+                user_name: fields.string("user_name")?,
+                company_id: fields.string("company_id")?,
+                company_name: fields.string("company_name")?,
+            },
+            description: fields.string("description")?,
+            read_only: fields.flag("read_only")?,
+            scopes: parse_scopes(fields.text("scopes")?)?,
+            status: parse_status(fields.text("status")?)?,
+            user_status: parse_status(fields.text("user_status")?)?,
+            company_status: parse_status(fields.text("company_status")?)?,
+            created: parse_date(fields.text("created")?)?,
+        })
+    };
+    decode().map_err(|e| in_key(id, e))
+}
+
+fn decode_user(fields: &Fields) -> Result<User, StoreError> {
+    let role = fields.text("role")?;
+    Ok(User {
+        uid: fields.string("uid")?,
+        user_name: fields.string("user_name")?,
+        password_hash: fields.string("password_hash")?,
+        role: Role::parse(role)
+            .ok_or_else(|| StoreError::corrupt(format!("unknown role `{role}`")))?,
+        company_id: fields.string("company_id")?,
+        status: parse_status(fields.text("status")?)?,
+        created: parse_date(fields.text("created")?)?,
+    })
+}
+
+fn decode_company(fields: &Fields) -> Result<Company, StoreError> {
+    Ok(Company {
+        uid: fields.string("uid")?,
+        name: fields.string("name")?,
+        status: parse_status(fields.text("status")?)?,
+    })
+}
+
+fn decode_refresh_token(fields: &Fields) -> Result<RefreshToken, StoreError> {
+    Ok(RefreshToken {
+        digest: parse_digest(fields.bytes("digest")?)?,
+        user_uid: fields.string("user_uid")?,
+        read_only: fields.flag("read_only")?,
+        expires: parse_date(fields.text("expires")?)?,
+    })
+}
+
+/// Sorts `items` by `key` (then id) and returns one page, as the other stores order accounts.
+fn page_of<T>(mut items: Vec<T>, offset: u64, limit: u64, key: fn(&T) -> (&str, &str)) -> Page<T> {
+    items.sort_by(|a, b| key(a).cmp(&key(b)));
+    let total = items.len() as u64;
+    let items = items
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect();
+    Page { items, total }
+}
+
+#[async_trait]
+impl KeyStore for RedisStore {
+    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let fields: Option<Vec<Vec<u8>>> = self
+            .scripts
+            .get
+            .prepare_invoke()
+            .arg(&*self.prefix)
+            .arg(id.get())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        fields.map(|f| decode_key(&Fields::new(f))).transpose()
+    }
+
+    async fn insert(&self, record: KeyRecord) -> Result<(), StoreError> {
+        let created = format_date(record.created)?;
+        let inserted: i64 = self
+            .scripts
+            .insert
+            .prepare_invoke()
+            .arg(&*self.prefix)
+            .arg(record.id.get())
+            .arg(&record.owner.user_uid)
+            .arg(encode_event(&ChangeEvent::Key(record.id)))
+            .arg("digest")
+            .arg(&record.digest.as_bytes()[..])
+            .arg("user_uid")
+            .arg(&record.owner.user_uid)
+            .arg("user_name")
+            .arg(&record.owner.user_name)
+            .arg("company_id")
+            .arg(&record.owner.company_id)
+            .arg("company_name")
+            .arg(&record.owner.company_name)
+            .arg("description")
+            .arg(&record.description)
+            .arg("read_only")
+            .arg(flag(record.read_only))
+            .arg("scopes")
+            .arg(format_scopes(record.scopes))
+            .arg("status")
+            .arg(record.status.as_str())
+            .arg("created")
+            .arg(created)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        if inserted == 0 {
+            return Err(StoreError::conflict());
+        }
+        Ok(())
+    }
+
+    async fn update(&self, id: KeyId, update: KeyUpdate) -> Result<Option<KeyRecord>, StoreError> {
+        // Unlike the SQL stores, a record that cannot be read back has still been changed: Redis
+        // has no rollback, and reading it first would leave a window for another write.
+        let fields: Option<Vec<Vec<u8>>> = self
+            .scripts
+            .update
+            .prepare_invoke()
+            .arg(&*self.prefix)
+            .arg(id.get())
+            .arg(encode_event(&ChangeEvent::Key(id)))
+            .arg(update.status.map_or("", Status::as_str))
+            .arg(flag(update.description.is_some()))
+            .arg(update.description.as_deref().unwrap_or(""))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        fields.map(|f| decode_key(&Fields::new(f))).transpose()
+    }
+
+    async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
+        let deleted: i64 = self
+            .scripts
+            .delete
+            .prepare_invoke()
+            .arg(&*self.prefix)
+            .arg(id.get())
+            .arg(encode_event(&ChangeEvent::KeyDeleted(id)))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(deleted == 1)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page<KeyRecord>, StoreError> {
+        let mut invocation = self.scripts.list.prepare_invoke();
+        invocation.arg(&*self.prefix);
+        if let Some(uid) = &query.user_uid {
+            invocation.arg(uid);
+        }
+        let rows: Vec<Vec<Vec<u8>>> = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        let records = rows
+            .into_iter()
+            .map(|row| decode_key(&Fields::new(row)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(query.apply(records))
+    }
+
+    async fn set_user_status(&self, user_uid: &str, status: Status) -> Result<(), StoreError> {
+        let event = ChangeEvent::User {
+            user_uid: user_uid.to_owned(),
+            status,
+        };
+        self.set_owner_status("user", user_uid, event, status).await
+    }
+
+    async fn set_company_status(&self, company_id: &str, status: Status) -> Result<(), StoreError> {
+        let event = ChangeEvent::Company {
+            company_id: company_id.to_owned(),
+            status,
+        };
+        self.set_owner_status("company", company_id, event, status)
+            .await
+    }
+
+    /// Listens on a connection of its own; see [`RedisStore`]. Panics outside a tokio runtime.
+    fn subscribe(&self) -> Option<ChangeStream> {
+        let notifier = RedisNotifier {
+            client: self.client.clone(),
+            conn: self.conn.clone(),
+            channel: self.channel(),
+        };
+        Some(notify::subscribe(notifier, Timing::DEFAULT))
+    }
+}
+
+#[async_trait]
+impl AccountStore for RedisStore {
+    async fn create_company(&self, company: Company) -> Result<(), StoreError> {
+        let event = ChangeEvent::Company {
+            company_id: company.uid.clone(),
+            status: company.status,
+        };
+        let created: i64 = self
+            .scripts
+            .create_account
+            .prepare_invoke()
+            .arg(&*self.prefix)
+            .arg("company")
+            .arg(&company.uid)
+            .arg(&company.name)
+            .arg(company.status.as_str())
+            .arg(encode_event(&event))
+            .arg("uid")
+            .arg(&company.uid)
+            .arg("name")
+            .arg(&company.name)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        if created == 0 {
+            return Err(StoreError::conflict());
+        }
+        Ok(())
+    }
+
+    async fn company(&self, uid: &str) -> Result<Option<Company>, StoreError> {
+        let rows = self.accounts("company", "id", uid).await?;
+        rows.first().map(decode_company).transpose()
+    }
+
+    async fn list_companies(&self, offset: u64, limit: u64) -> Result<Page<Company>, StoreError> {
+        let rows = self.accounts("company", "all", "").await?;
+        let companies = rows
+            .iter()
+            .map(decode_company)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page_of(companies, offset, limit, |c| (&c.name, &c.uid)))
+    }
+
+    async fn create_user(&self, user: User) -> Result<(), StoreError> {
+        let event = ChangeEvent::User {
+            user_uid: user.uid.clone(),
+            status: user.status,
+        };
+        let created: i64 = self
+            .scripts
+            .create_account
+            .prepare_invoke()
+            .arg(&*self.prefix)
+            .arg("user")
+            .arg(&user.uid)
+            .arg(&user.user_name)
+            .arg(user.status.as_str())
+            .arg(encode_event(&event))
+            .arg("uid")
+            .arg(&user.uid)
+            .arg("user_name")
+            .arg(&user.user_name)
+            .arg("password_hash")
+            .arg(&user.password_hash)
+            .arg("role")
+            .arg(user.role.as_str())
+            .arg("company_id")
+            .arg(&user.company_id)
+            .arg("created")
+            .arg(format_date(user.created)?)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        if created == 0 {
+            return Err(StoreError::conflict());
+        }
+        Ok(())
+    }
+
+    async fn user(&self, uid: &str) -> Result<Option<User>, StoreError> {
+        let rows = self.accounts("user", "id", uid).await?;
+        rows.first().map(decode_user).transpose()
+    }
+
+    async fn user_by_name(&self, user_name: &str) -> Result<Option<User>, StoreError> {
+        let rows = self.accounts("user", "name", user_name).await?;
+        rows.first().map(decode_user).transpose()
+    }
+
+    async fn list_users(&self, offset: u64, limit: u64) -> Result<Page<User>, StoreError> {
+        let rows = self.accounts("user", "all", "").await?;
+        let users = rows
+            .iter()
+            .map(decode_user)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page_of(users, offset, limit, |u| (&u.user_name, &u.uid)))
+    }
+
+    async fn put_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .put_refresh_token
+            .prepare_invoke()
+            .arg(&*self.prefix)
+            .arg(hex(&token.digest))
+            .arg("digest")
+            .arg(&token.digest.as_bytes()[..])
+            .arg("user_uid")
+            .arg(&token.user_uid)
+            .arg("read_only")
+            .arg(flag(token.read_only))
+            .arg("expires")
+            .arg(format_date(token.expires)?)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn take_refresh_token(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<RefreshToken>, StoreError> {
+        // Found and removed in one script, so two requests cannot both use it. A token that cannot
+        // be decoded is gone all the same: Redis has no rollback.
+        let fields: Option<Vec<Vec<u8>>> = self
+            .scripts
+            .take_refresh_token
+            .prepare_invoke()
+            .arg(&*self.prefix)
+            .arg(hex(digest))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        fields
+            .map(|f| decode_refresh_token(&Fields::new(f)))
+            .transpose()
+    }
+
+    async fn revoke_refresh_tokens(&self, user_uid: &str) -> Result<u64, StoreError> {
+        let revoked: i64 = self
+            .scripts
+            .revoke_refresh_tokens
+            .prepare_invoke()
+            .arg(&*self.prefix)
+            .arg(user_uid)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(u64::try_from(revoked).unwrap_or(0))
+    }
+}
+
+/// The store's change channel: `SUBSCRIBE` on a connection of its own, `PUBLISH` through the
+/// store's connection.
+struct RedisNotifier {
+    client: Client,
+    conn: ConnectionManager,
+    channel: String,
+}
+
+#[async_trait]
+impl Notifier for RedisNotifier {
+    async fn listen(&self) -> Result<Subscription, StoreError> {
+        let mut pubsub = self
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(StoreError::backend)?;
+        pubsub
+            .subscribe(&self.channel)
+            .await
+            .map_err(StoreError::backend)?;
+        let mut messages = pubsub.into_on_message();
+        let (tx, payloads) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            // The stream ends when the connection is lost.
+            while let Some(message) = poll_fn(|cx| Pin::new(&mut messages).poll_next(cx)).await {
+                // A payload that is not UTF-8 is no event this store sent: resync.
+                let payload = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
+                if tx.send(payload).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Subscription {
+            payloads,
+            reader: reader.abort_handle(),
+        })
+    }
+
+    async fn publish(&self, payload: &str) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(payload)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(())
+    }
+}
