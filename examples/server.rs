@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! --listen ADDR          address to listen on (default 127.0.0.1:1280)
-//! --database URL         sqlite:PATH or sqlite::memory: (default sqlite:tower-api-key.db)
+//! --database URL         sqlite:PATH, sqlite::memory:, postgres://… or redis://…
+//!                        (default sqlite:tower-api-key.db)
 //! --admin-password PW    password for a newly created admin (also env ADMIN_PASSWORD)
 //! ```
 //!
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use tower_api_key::admin::{bootstrap_admin, Admin, ADMIN_USER_NAME};
 use tower_api_key::store::AccountStore;
-use tower_api_key::{KeyRing, SqliteStore};
+use tower_api_key::{KeyRing, KeyStore, PostgresStore, RedisStore, SqliteStore};
 use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
 
@@ -31,8 +32,9 @@ const USAGE: &str = "\
 usage: server [--listen ADDR] [--database URL] [--admin-password PW]
 
   --listen ADDR          address to listen on (default 127.0.0.1:1280)
-  --database URL         sqlite:PATH or sqlite::memory: (default sqlite:tower-api-key.db);
-                         postgres:// and redis:// are not supported yet
+  --database URL         sqlite:PATH, sqlite::memory:, postgres://USER@HOST:PORT/DB or
+                         redis://HOST:PORT/ (default sqlite:tower-api-key.db); servers on one
+                         PostgreSQL or Redis database share keys and revoke them on every node
   --admin-password PW    password of the admin user when it is created (also env ADMIN_PASSWORD);
                          without one, a password is generated and printed once
 
@@ -114,27 +116,60 @@ fn jwt_secret() -> Result<Zeroizing<Vec<u8>>, String> {
     }
 }
 
-async fn open_store(url: &str) -> Result<SqliteStore, String> {
-    // Database URLs may carry credentials: name the scheme in messages, never the URL.
-    let lower = url.to_ascii_lowercase();
-    for (scheme, backend) in [
-        ("postgres://", "PostgreSQL"),
-        ("postgresql://", "PostgreSQL"),
-        ("redis://", "Redis"),
-        ("rediss://", "Redis"),
-    ] {
-        if lower.starts_with(scheme) {
-            return Err(format!(
-                "--database {scheme}…: {backend} is not supported yet; use sqlite:PATH or sqlite::memory:"
-            ));
+/// The store the server runs on, kept to close it cleanly at shutdown.
+enum Store {
+    Sqlite(SqliteStore),
+    // Boxed: the PostgreSQL handle is several times larger than the others.
+    Postgres(Box<PostgresStore>),
+    Redis(RedisStore),
+}
+
+impl Store {
+    async fn open(url: &str) -> Result<Store, String> {
+        // Database URLs may carry credentials: name the scheme in messages, never the URL.
+        let lower = url.to_ascii_lowercase();
+        let opened = if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            PostgresStore::connect(url)
+                .await
+                .map(|s| Store::Postgres(Box::new(s)))
+        } else if lower.starts_with("redis://") {
+            RedisStore::connect(url).await.map(Store::Redis)
+        } else if lower.starts_with("sqlite:") {
+            SqliteStore::connect(url).await.map(Store::Sqlite)
+        } else {
+            return Err(
+                "--database must be sqlite:PATH, sqlite::memory:, postgres://… or redis://…"
+                    .to_owned(),
+            );
+        };
+        opened.map_err(|e| format!("opening the {} database: {e}", scheme_of(url)))
+    }
+
+    /// The key ring for the layer and the same store as accounts for the management API.
+    fn handles(&self) -> (KeyRing, Arc<dyn AccountStore>) {
+        fn both<S: KeyStore + AccountStore + Clone>(store: &S) -> (KeyRing, Arc<dyn AccountStore>) {
+            (KeyRing::new(store.clone()), Arc::new(store.clone()))
+        }
+        match self {
+            Store::Sqlite(s) => both(s),
+            Store::Postgres(s) => both(&**s),
+            Store::Redis(s) => both(s),
         }
     }
-    if !lower.starts_with("sqlite:") {
-        return Err("--database must be sqlite:PATH or sqlite::memory:".to_owned());
+
+    async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
+            // Redis connections close when the last handle is dropped.
+            Store::Redis(_) => {}
+        }
     }
-    SqliteStore::connect(url)
-        .await
-        .map_err(|e| format!("opening {url}: {e}"))
+}
+
+/// The part of a database URL before `:`, which is safe to print.
+fn scheme_of(url: &str) -> &str {
+    url.split(':').next().unwrap_or("")
 }
 
 async fn shutdown_signal() {
@@ -163,9 +198,10 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let store = open_store(&args.database).await?;
-    tracing::info!(database = %args.database, "store opened");
-    let accounts: Arc<dyn AccountStore> = Arc::new(store.clone());
+    let store = Store::open(&args.database).await?;
+    let (ring, accounts) = store.handles();
+    // The scheme only: a database URL may carry a password.
+    tracing::info!(database = scheme_of(&args.database), "store opened");
 
     let boot = bootstrap_admin(
         accounts.as_ref(),
@@ -196,7 +232,7 @@ async fn run(args: Args) -> Result<(), String> {
     drop(boot);
 
     let secret = jwt_secret()?;
-    let app = Admin::new(KeyRing::new(store.clone()), accounts, &secret).router();
+    let app = Admin::new(ring, accounts, &secret).router();
     drop(secret);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
