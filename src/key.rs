@@ -109,7 +109,10 @@ impl SecretDigest {
     }
 
     pub(crate) fn of_secret(secret: &[u8]) -> Self {
-        Self(Sha256::digest(secret).into())
+        match one_block(secret) {
+            Some(digest) => Self(digest),
+            None => Self(Sha256::digest(secret).into()),
+        }
     }
 }
 
@@ -336,6 +339,38 @@ impl fmt::Debug for GeneratedKey {
     }
 }
 
+/// SHA-256 of a message that fits one block (at most 55 bytes, as every secret does), padded here
+/// and run through the compression function alone: the same digest as `Sha256::digest`, without the
+/// streaming buffer that a message of unknown length needs.
+#[inline]
+fn one_block(message: &[u8]) -> Option<[u8; 32]> {
+    const H0: [u32; 8] = [
+        0x6a09_e667,
+        0xbb67_ae85,
+        0x3c6e_f372,
+        0xa54f_f53a,
+        0x510e_527f,
+        0x9b05_688c,
+        0x1f83_d9ab,
+        0x5be0_cd19,
+    ];
+    if message.len() > 55 {
+        return None;
+    }
+    let mut block = [0u8; 64];
+    block[..message.len()].copy_from_slice(message);
+    block[message.len()] = 0x80;
+    block[56..].copy_from_slice(&((message.len() as u64) * 8).to_be_bytes());
+    let mut state = H0;
+    sha2::compress256(&mut state, &[block.into()]);
+    block.zeroize();
+    let mut digest = [0u8; 32];
+    for (out, word) in digest.chunks_exact_mut(4).zip(state) {
+        out.copy_from_slice(&word.to_be_bytes());
+    }
+    Some(digest)
+}
+
 #[inline]
 fn is_base62(b: u8) -> bool {
     (b.wrapping_sub(b'0') < 10) | (b.wrapping_sub(b'A') < 26) | (b.wrapping_sub(b'a') < 26)
@@ -357,18 +392,25 @@ fn push_ascii(text: &mut String, ascii: &[u8]) {
 #[inline]
 fn decode_u64(text: &[u8]) -> Option<u64> {
     debug_assert!(text.len() <= 11);
-    // 62^11 < 2^128: no step can overflow, so the loop has no branch but the final checks.
-    let mut value: u128 = 0;
-    let mut seen: u8 = 0;
-    for &b in text {
-        let digit = DECODE[usize::from(b)];
-        seen |= digit;
-        value = value * 62 + u128::from(digit);
-    }
-    if seen & 0x80 != 0 {
+    // Two independent chains of at most six digits (62^6 < 2^36, no overflow in u64) run side by
+    // side; one 128-bit step joins them, so nothing can overflow before the final check.
+    let (high, low) = text.split_at(text.len().saturating_sub(6));
+    let (h, h_seen) = decode_digits(high);
+    let (l, l_seen) = decode_digits(low);
+    if (h_seen | l_seen) & 0x80 != 0 {
         return None;
     }
+    let value = u128::from(h) * 62u128.pow(low.len() as u32) + u128::from(l);
     u64::try_from(value).ok()
+}
+
+/// At most six base62 digits, and the OR of their decoded values (top bit set: an invalid one).
+#[inline]
+fn decode_digits(text: &[u8]) -> (u64, u8) {
+    text.iter().fold((0u64, 0u8), |(value, seen), &b| {
+        let digit = DECODE[usize::from(b)];
+        (value * 62 + u64::from(digit), seen | digit)
+    })
 }
 
 fn encode_u64(mut value: u64, out: &mut [u8]) {
@@ -516,6 +558,21 @@ mod tests {
                 KeyError::InvalidPrefix,
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn one_block_sha256_matches_the_streaming_one() {
+        let mut message = Vec::new();
+        for len in 0..=70u8 {
+            let expected: [u8; 32] = Sha256::digest(&message).into();
+            assert_eq!(
+                SecretDigest::of_secret(&message).0,
+                expected,
+                "length {len}"
+            );
+            assert_eq!(one_block(&message).is_some(), message.len() <= 55);
+            message.push(len.wrapping_mul(37));
         }
     }
 

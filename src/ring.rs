@@ -468,8 +468,7 @@ impl KeyRing {
             ),
         };
         let matches = stored.ct_eq(digest);
-        let ok =
-            matches & Choice::from(u8::from(known)) & Choice::from(u8::from(status.is_enabled()));
+        let ok = matches & Choice::from(u8::from(known & status.is_enabled()));
         if bool::from(ok) {
             Ok(Identity::from_key(
                 id,

@@ -207,8 +207,6 @@ where
         };
         match self.config.step(&request, required) {
             Step::Admit(identity) => {
-                #[cfg(feature = "tracing")]
-                tracing::trace!(key_id = ?identity.key_id(), "request admitted");
                 request.extensions_mut().insert(identity);
                 // The instance that was polled ready is the one that is called.
                 let clone = self.inner.clone();
