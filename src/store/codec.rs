@@ -1,4 +1,4 @@
-//! How the network backends write fields as text and read them back: dates, statuses, scopes,
+//! How the SQL and network backends write fields as text and read them back: dates, statuses, scopes,
 //! digests. What cannot be read back is a corrupt record, never a guess.
 
 use time::format_description::well_known::Rfc3339;

@@ -16,7 +16,7 @@ use crate::key::{KeyId, SecretDigest};
 use crate::scope::Scopes;
 
 mod accounts;
-#[cfg(any(feature = "postgres", feature = "redis"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 mod codec;
 mod memory;
 pub(crate) mod notify;

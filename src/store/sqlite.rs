@@ -11,18 +11,17 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
-use time::format_description::well_known::Rfc3339;
-use time::format_description::BorrowedFormatItem;
-use time::macros::format_description;
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 
+use super::codec::{
+    format_date, format_scopes, in_key, parse_date, parse_digest, parse_scopes, parse_status,
+};
 use super::{
     AccountStore, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Owner, Page, RefreshToken,
     Role, SortField, StoreError, User,
 };
 use crate::identity::Status;
 use crate::key::{KeyId, SecretDigest};
-use crate::scope::{Scope, Scopes};
 
 /// Schema migrations in order: entry `n` brings the schema to version `n + 1`. A released entry is
 /// never edited; a change to the schema is a new entry.
@@ -33,10 +32,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connections to a file: WAL lets readers run beside the one writer, so a few are worth having.
 const MAX_CONNECTIONS: u32 = 8;
-
-/// UTC with exactly nine fractional digits: the text order of stored dates is their time order.
-const DATE_FORMAT: &[BorrowedFormatItem<'_>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
 
 /// Every key with the current status of its user and company, and the status requests see.
 ///
@@ -294,23 +289,6 @@ fn sql_count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn format_date(date: OffsetDateTime) -> Result<String, StoreError> {
-    let utc = date
-        .checked_to_offset(UtcOffset::UTC)
-        .filter(|d| (0..=9999).contains(&d.year()))
-        .ok_or_else(|| StoreError::backend("date outside the years 0000 to 9999"))?;
-    utc.format(DATE_FORMAT).map_err(StoreError::backend)
-}
-
-fn parse_date(text: &str) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|e| StoreError::corrupt(format!("date `{text}`: {e}")))
-}
-
-fn parse_status(text: &str) -> Result<Status, StoreError> {
-    Status::parse(text).ok_or_else(|| StoreError::corrupt(format!("unknown status `{text}`")))
-}
-
 fn parse_flag(value: i64) -> Result<bool, StoreError> {
     match value {
         0 => Ok(false),
@@ -319,30 +297,6 @@ fn parse_flag(value: i64) -> Result<bool, StoreError> {
             "flag {other} is neither 0 nor 1"
         ))),
     }
-}
-
-fn parse_digest(bytes: Vec<u8>) -> Result<SecretDigest, StoreError> {
-    <[u8; 32]>::try_from(bytes)
-        .map(SecretDigest::from_bytes)
-        .map_err(|b| StoreError::corrupt(format!("digest of {} bytes, not 32", b.len())))
-}
-
-/// Scope names, comma-separated: bit positions of application scopes differ between processes.
-fn format_scopes(scopes: Scopes) -> String {
-    scopes.iter().map(Scope::name).collect::<Vec<_>>().join(",")
-}
-
-fn parse_scopes(text: &str) -> Result<Scopes, StoreError> {
-    if text.is_empty() {
-        return Ok(Scopes::EMPTY);
-    }
-    text.split(',').try_fold(Scopes::EMPTY, |set, name| {
-        Scope::lookup(name).map(|s| set.with(s)).ok_or_else(|| {
-            StoreError::corrupt(format!(
-                "unknown scope `{name}` (application scopes must be registered first)"
-            ))
-        })
-    })
 }
 
 fn decode_key(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
@@ -355,7 +309,7 @@ fn decode_key(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
     let decode = || -> Result<KeyRecord, StoreError> {
         Ok(KeyRecord {
             id,
-            digest: parse_digest(column(row, "digest")?)?,
+            digest: parse_digest(&column::<Vec<u8>>(row, "digest")?)?,
             owner: Owner {
                 user_uid: column(row, "user_uid")?,
                 user_name: column(row, "user_name")?,
@@ -371,13 +325,7 @@ fn decode_key(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
             created: parse_date(column(row, "created")?)?,
         })
     };
-    decode().map_err(|e| {
-        if e.is_corrupt() {
-            StoreError::corrupt(format!("key {id}: {e}"))
-        } else {
-            e
-        }
-    })
+    decode().map_err(|e| in_key(id, e))
 }
 
 fn decode_company(row: &SqliteRow) -> Result<Company, StoreError> {
@@ -404,7 +352,7 @@ fn decode_user(row: &SqliteRow) -> Result<User, StoreError> {
 
 fn decode_refresh_token(row: &SqliteRow) -> Result<RefreshToken, StoreError> {
     Ok(RefreshToken {
-        digest: parse_digest(column(row, "digest")?)?,
+        digest: parse_digest(&column::<Vec<u8>>(row, "digest")?)?,
         user_uid: column(row, "user_uid")?,
         read_only: parse_flag(column(row, "read_only")?)?,
         expires: parse_date(column(row, "expires")?)?,
@@ -750,6 +698,7 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
+    use crate::scope::{Scope, Scopes};
     use crate::store::MemoryStore;
 
     /// A directory under the system temp dir, removed when dropped.
