@@ -71,7 +71,7 @@ const GET_KEY: &str = concat!("SELECT r.* FROM ", keys!(), " WHERE r.id = ?");
 /// [`KeyRing`](crate::KeyRing) applies its own changes to its index. Cloning shares the connection
 /// pool.
 ///
-/// Scopes are stored by name, so application scopes must be registered with [`Scope::register`]
+/// Scopes are stored by name, so application scopes must be registered with [`Scope::register`](crate::Scope::register)
 /// before keys that carry them are read; a name this process does not know makes the record
 /// corrupt, and the request fails closed.
 #[derive(Clone)]
