@@ -363,11 +363,7 @@ fn one_block(message: &[u8]) -> Option<[u8; 32]> {
     block[56..].copy_from_slice(&((message.len() as u64) * 8).to_be_bytes());
     let mut state = H0;
     sha2::compress256(&mut state, &[block.into()]);
-    // Best-effort wipe of this copy of the secret (the request's own buffer still holds the key):
-    // a plain fill kept alive by `black_box` costs a few ns where `zeroize`'s byte-by-byte volatile
-    // stores cost a fifth of the hash.
-    block.fill(0);
-    std::hint::black_box(&block);
+    block.zeroize();
     let mut digest = [0u8; 32];
     for (out, word) in digest.chunks_exact_mut(4).zip(state) {
         out.copy_from_slice(&word.to_be_bytes());
