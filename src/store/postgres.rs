@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Executor, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{Executor, Postgres, QueryBuilder, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
@@ -16,6 +16,7 @@ use super::codec::{
     format_date, format_scopes, in_key, parse_date, parse_digest, parse_scopes, parse_status,
 };
 use super::notify::{self, Notifier, Subscription, Timing};
+use super::sql::{column, sql_count, sql_id, write_error};
 use super::{
     AccountStore, ChangeStream, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Owner, Page,
     RefreshToken, Role, SortField, StoreError, User,
@@ -266,34 +267,6 @@ impl OwnerKind {
     }
 }
 
-/// A unique or primary key taken is a conflict; anything else, the backend failing.
-fn write_error(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::conflict(),
-        _ => StoreError::backend(e),
-    }
-}
-
-/// One column of `row`; a value of the wrong type (or `NULL`) is a corrupt record.
-fn column<'r, T>(row: &'r PgRow, name: &str) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
-{
-    row.try_get(name).map_err(|e| match e {
-        sqlx::Error::ColumnDecode { .. } => StoreError::corrupt(e),
-        e => StoreError::backend(e),
-    })
-}
-
-fn sql_id(id: KeyId) -> Result<i64, StoreError> {
-    // Key ids are below 2^53, so this never fails for a real id.
-    i64::try_from(id.get()).map_err(|_| StoreError::backend("key id does not fit BIGINT"))
-}
-
-fn sql_count(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 fn decode_key(row: &PgRow) -> Result<KeyRecord, StoreError> {
     let raw_id: i64 = column(row, "id")?;
     let id = u64::try_from(raw_id)
@@ -303,7 +276,7 @@ fn decode_key(row: &PgRow) -> Result<KeyRecord, StoreError> {
     let decode = || -> Result<KeyRecord, StoreError> {
         Ok(KeyRecord {
             id,
-            digest: parse_digest(&column::<Vec<u8>>(row, "digest")?)?,
+            digest: parse_digest(&column::<Vec<u8>, _>(row, "digest")?)?,
             owner: Owner {
                 user_uid: column(row, "user_uid")?,
                 user_name: column(row, "user_name")?,
@@ -346,7 +319,7 @@ fn decode_user(row: &PgRow) -> Result<User, StoreError> {
 
 fn decode_refresh_token(row: &PgRow) -> Result<RefreshToken, StoreError> {
     Ok(RefreshToken {
-        digest: parse_digest(&column::<Vec<u8>>(row, "digest")?)?,
+        digest: parse_digest(&column::<Vec<u8>, _>(row, "digest")?)?,
         user_uid: column(row, "user_uid")?,
         read_only: column(row, "read_only")?,
         expires: parse_date(column(row, "expires")?)?,

@@ -10,12 +10,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
 use time::OffsetDateTime;
 
 use super::codec::{
     format_date, format_scopes, in_key, parse_date, parse_digest, parse_scopes, parse_status,
 };
+use super::sql::{column, sql_count, sql_id, write_error};
 use super::{
     AccountStore, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Owner, Page, RefreshToken,
     Role, SortField, StoreError, User,
@@ -261,34 +262,6 @@ impl OwnerKind {
     }
 }
 
-/// A unique or primary key taken is a conflict; anything else, the backend failing.
-fn write_error(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::conflict(),
-        _ => StoreError::backend(e),
-    }
-}
-
-/// One column of `row`; a value of the wrong type (or `NULL`) is a corrupt record.
-fn column<'r, T>(row: &'r SqliteRow, name: &str) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    row.try_get(name).map_err(|e| match e {
-        sqlx::Error::ColumnDecode { .. } => StoreError::corrupt(e),
-        e => StoreError::backend(e),
-    })
-}
-
-fn sql_id(id: KeyId) -> Result<i64, StoreError> {
-    // Key ids are below 2^53, so this never fails for a real id.
-    i64::try_from(id.get()).map_err(|_| StoreError::backend("key id does not fit SQLite INTEGER"))
-}
-
-fn sql_count(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 fn parse_flag(value: i64) -> Result<bool, StoreError> {
     match value {
         0 => Ok(false),
@@ -309,7 +282,7 @@ fn decode_key(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
     let decode = || -> Result<KeyRecord, StoreError> {
         Ok(KeyRecord {
             id,
-            digest: parse_digest(&column::<Vec<u8>>(row, "digest")?)?,
+            digest: parse_digest(&column::<Vec<u8>, _>(row, "digest")?)?,
             owner: Owner {
                 user_uid: column(row, "user_uid")?,
                 user_name: column(row, "user_name")?,
@@ -352,7 +325,7 @@ fn decode_user(row: &SqliteRow) -> Result<User, StoreError> {
 
 fn decode_refresh_token(row: &SqliteRow) -> Result<RefreshToken, StoreError> {
     Ok(RefreshToken {
-        digest: parse_digest(&column::<Vec<u8>>(row, "digest")?)?,
+        digest: parse_digest(&column::<Vec<u8>, _>(row, "digest")?)?,
         user_uid: column(row, "user_uid")?,
         read_only: parse_flag(column(row, "read_only")?)?,
         expires: parse_date(column(row, "expires")?)?,
