@@ -35,7 +35,7 @@ pub(crate) fn bearer<'a>(
         Some(i) => (&bytes[..i], Some(&bytes[i + 1..])),
         None => (bytes, None),
     };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    if !is_bearer(scheme) {
         // `Bearer<TAB>value`: the right scheme, wrongly separated (RFC 9110 allows only spaces).
         if scheme.len() > 6 && scheme[..6].eq_ignore_ascii_case(b"bearer") && scheme[6] == b'\t' {
             return Err(Reason::MalformedValue);
@@ -55,6 +55,17 @@ pub(crate) fn bearer<'a>(
         return Err(Reason::TwoMethods);
     }
     Ok(token)
+}
+
+/// `scheme` is `Bearer` in any case. Setting bit 5 of each byte folds an ASCII letter to lower case
+/// and maps no other byte to a lower-case letter, so one compare of the folded word does it.
+#[inline]
+fn is_bearer(scheme: &[u8]) -> bool {
+    let Ok(scheme) = <[u8; 6]>::try_from(scheme) else {
+        return false;
+    };
+    let word = |b: [u8; 6]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], 0, 0]);
+    word(scheme) | 0x2020_2020_2020 == word(*b"bearer")
 }
 
 /// The value as text if it is token68, optionally behind RFC 8959's `secret-token:`.
@@ -133,6 +144,32 @@ fn hex_byte(pair: &[u8]) -> Option<u8> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn scheme_folding_matches_ascii_case_insensitivity() {
+        // Every byte in every position, against the standard library's definition.
+        for pos in 0..6 {
+            for b in 0..=255u8 {
+                let mut scheme = *b"bearer";
+                scheme[pos] = b;
+                assert_eq!(
+                    is_bearer(&scheme),
+                    scheme.eq_ignore_ascii_case(b"bearer"),
+                    "{scheme:?}"
+                );
+            }
+        }
+        for scheme in [
+            &b"bearer"[..],
+            b"BEARER",
+            b"BeArEr",
+            b"bearers",
+            b"beare",
+            b"",
+        ] {
+            assert_eq!(is_bearer(scheme), scheme.eq_ignore_ascii_case(b"bearer"));
+        }
+    }
 
     fn parse(values: &[&[u8]], uri: &str) -> Result<String, Reason> {
         let mut headers = HeaderMap::new();

@@ -211,11 +211,15 @@ impl KeyFormat {
     pub(crate) fn parse_bytes<'a>(&self, value: &'a [u8]) -> Result<ParsedKey<'a>, KeyError> {
         let bytes = self.shaped(value).ok_or(KeyError::NotKeyShaped)?;
         let body = &bytes[self.head.len()..];
-        let (id_text, rest) = body.split_at(ID_LEN);
-        let (secret, checksum_text) = rest.split_at(SECRET_LEN);
+        let (id_text, rest) = body
+            .split_first_chunk::<ID_LEN>()
+            .ok_or(KeyError::Malformed)?;
+        let (secret, checksum_text) = rest
+            .split_last_chunk::<CHECKSUM_LEN>()
+            .ok_or(KeyError::Malformed)?;
 
-        let id = decode_u64(id_text).ok_or(KeyError::Malformed)?;
-        let checksum = decode_u64(checksum_text).ok_or(KeyError::Malformed)?;
+        let id = decode_id(id_text).ok_or(KeyError::Malformed)?;
+        let checksum = decode_checksum(checksum_text).ok_or(KeyError::Malformed)?;
         // Range compares rather than table lookups: the loop vectorises, and has no early exit.
         if !secret.iter().fold(true, |ok, &b| ok & is_base62(b)) {
             return Err(KeyError::Malformed);
@@ -387,30 +391,48 @@ fn push_ascii(text: &mut String, ascii: &[u8]) {
     text.extend(ascii.iter().map(|&b| char::from(b)));
 }
 
-/// Decodes fixed-width base62 (at most 11 characters); `None` on a character outside the alphabet or
-/// a value above `u64::MAX`.
+/// The 11 base62 digits of a key id, or `None` if one is not base62 or the value is above
+/// `u64::MAX`.
+///
+/// Digits are joined as a balanced tree (pairs, then fours, then the rest) rather than one digit
+/// after the other, so the multiplies of each level are independent and the chain is three deep.
 #[inline]
-fn decode_u64(text: &[u8]) -> Option<u64> {
-    debug_assert!(text.len() <= 11);
-    // Two independent chains of at most six digits (62^6 < 2^36, no overflow in u64) run side by
-    // side; one 128-bit step joins them, so nothing can overflow before the final check.
-    let (high, low) = text.split_at(text.len().saturating_sub(6));
-    let (h, h_seen) = decode_digits(high);
-    let (l, l_seen) = decode_digits(low);
-    if (h_seen | l_seen) & 0x80 != 0 {
+fn decode_id(text: &[u8; ID_LEN]) -> Option<u64> {
+    let mut seen = 0u8;
+    let mut two = |i: usize| pair(text, i, &mut seen);
+    let (p0, p1, p2, p3, p4) = (two(0), two(2), two(4), two(6), two(8));
+    let last = digit(text[10], &mut seen);
+    // Below 62^8 < 2^48: no overflow before the last step, which is taken in 128 bits.
+    let high = (p0 * 3844 + p1) * 3844u64.pow(2) + (p2 * 3844 + p3);
+    let low = p4 * 62 + last;
+    if seen & 0x80 != 0 {
         return None;
     }
-    let value = u128::from(h) * 62u128.pow(low.len() as u32) + u128::from(l);
-    u64::try_from(value).ok()
+    u64::try_from(u128::from(high) * 62u128.pow(3) + u128::from(low)).ok()
 }
 
-/// At most six base62 digits, and the OR of their decoded values (top bit set: an invalid one).
+/// The 6 base62 digits of a checksum (below 62^6 < 2^36), or `None` if one is not base62.
 #[inline]
-fn decode_digits(text: &[u8]) -> (u64, u8) {
-    text.iter().fold((0u64, 0u8), |(value, seen), &b| {
-        let digit = DECODE[usize::from(b)];
-        (value * 62 + u64::from(digit), seen | digit)
-    })
+fn decode_checksum(text: &[u8; CHECKSUM_LEN]) -> Option<u64> {
+    let mut seen = 0u8;
+    let mut two = |i: usize| pair(text, i, &mut seen);
+    let (p0, p1, p2) = (two(0), two(2), two(4));
+    let value = (p0 * 3844 + p1) * 3844 + p2;
+    (seen & 0x80 == 0).then_some(value)
+}
+
+/// Digits `i` and `i + 1` as one base-3844 digit.
+#[inline]
+fn pair(text: &[u8], i: usize, seen: &mut u8) -> u64 {
+    digit(text[i], seen) * 62 + digit(text[i + 1], seen)
+}
+
+/// One base62 digit; an invalid one sets the top bit of `seen`.
+#[inline]
+fn digit(b: u8, seen: &mut u8) -> u64 {
+    let digit = DECODE[usize::from(b)];
+    *seen |= digit;
+    u64::from(digit)
 }
 
 fn encode_u64(mut value: u64, out: &mut [u8]) {
@@ -585,10 +607,45 @@ mod tests {
 
     #[test]
     fn base62_round_trips() {
-        for v in [0u64, 1, 61, 62, MAX_KEY_ID, u64::MAX] {
+        for v in [0u64, 1, 61, 62, 3844, MAX_KEY_ID, u64::MAX] {
             let mut buf = [0u8; ID_LEN];
             encode_u64(v, &mut buf);
-            assert_eq!(decode_u64(&buf), Some(v));
+            assert_eq!(decode_id(&buf), Some(v));
+        }
+        for v in [0u64, 1, 61, 62, 3844, u64::from(u32::MAX), 62u64.pow(6) - 1] {
+            let mut buf = [0u8; CHECKSUM_LEN];
+            encode_u64(v, &mut buf);
+            assert_eq!(decode_checksum(&buf), Some(v));
+        }
+    }
+
+    /// Digit by digit, in 128 bits: what the tree-shaped decoders must agree with.
+    fn decode_slowly(text: &[u8]) -> Option<u64> {
+        let mut value = 0u128;
+        for &b in text {
+            let digit = ALPHABET.iter().position(|&a| a == b)?;
+            value = value * 62 + digit as u128;
+        }
+        u64::try_from(value).ok()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn tree_decoding_matches_digit_by_digit(
+            id in proptest::collection::vec(proptest::prop_oneof![
+                8 => proptest::sample::select(ALPHABET.to_vec()),
+                1 => proptest::prelude::any::<u8>(),
+            ], ID_LEN),
+            top in 0usize..62,
+        ) {
+            let mut id: [u8; ID_LEN] = id.try_into().expect("length");
+            // Values near and above u64::MAX (62^11 > 2^64) come from a high first digit.
+            if top > 40 {
+                id[0] = ALPHABET[top];
+            }
+            proptest::prop_assert_eq!(decode_id(&id), decode_slowly(&id));
+            let checksum: [u8; CHECKSUM_LEN] = id[..CHECKSUM_LEN].try_into().expect("length");
+            proptest::prop_assert_eq!(decode_checksum(&checksum), decode_slowly(&checksum));
         }
     }
 
