@@ -6,8 +6,10 @@
 //! something under them, and they retry. Writers are serialised by a mutex and are rare (management
 //! calls, fills after a miss, change notifications).
 
+use std::cell::RefMut;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hint::spin_loop;
+use std::ops::Deref;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 
@@ -150,6 +152,12 @@ impl Entry {
     }
 }
 
+/// Starts the fetch of `slot`'s cache line: a relaxed load whose value nobody waits for.
+#[inline(always)]
+fn touch(slot: &Slot) {
+    std::hint::black_box(slot.id());
+}
+
 /// The digest compared against when an id is unknown, so unknown and known ids take the same path.
 pub(crate) const DUMMY_DIGEST: [u8; 32] = [0x5a; 32];
 
@@ -199,10 +207,15 @@ impl Table {
         None
     }
 
+    /// Starts the fetch of the cache lines a lookup of `id` is likely to read: its home slot and
+    /// the next one, where Robin Hood probing leaves an entry often enough (a quarter of keys at
+    /// half load) that fetching that line only after reading the first would cost a second memory
+    /// latency. The caller hashes the secret while both are on their way.
     #[inline]
     fn prefetch(&self, id: u64) {
-        // A relaxed load of the home slot starts the fetch of its cache line early.
-        std::hint::black_box(self.slots[self.home(id)].id());
+        let home = self.home(id);
+        touch(&self.slots[home]);
+        touch(&self.slots[(home + 1) & self.mask]);
     }
 
     fn insert_new(&self, entry: Entry) {
@@ -245,36 +258,97 @@ impl Table {
     }
 }
 
-/// A lookup in progress; see [`Index::begin`].
-pub(crate) struct Lookup<'a> {
-    index: &'a Index,
-    seq: u64,
-    table: arc_swap::Guard<Arc<Table>>,
-    key: KeyId,
-    id: u64,
+/// The slot table a reader looks in: this thread's cached reference, or one loaded from the index.
+enum TableRef<'a> {
+    Cached(RefMut<'a, Arc<Table>>),
+    Loaded(arc_swap::Guard<Arc<Table>>),
 }
 
-impl Lookup<'_> {
-    /// Reads the slot; if a writer ran since [`Index::begin`], looks again from the start.
+impl Deref for TableRef<'_> {
+    type Target = Table;
+
     #[inline]
-    pub(crate) fn finish(self) -> Probe {
-        let mut lookup = self;
-        loop {
-            let result = match lookup.table.position(lookup.id) {
-                Some(pos) => Probe::Found(lookup.table.slots[pos].read()),
-                None => Probe::Miss,
-            };
-            fence(Ordering::Acquire);
-            let consistent = lookup.index.seq.load(Ordering::Relaxed) == lookup.seq;
-            // Never trust a slot whose id does not match, whatever the counter says.
-            let matches = match &result {
-                Probe::Found(entry) => entry.id == lookup.id,
-                Probe::Miss => true,
-            };
-            if consistent && matches {
-                return result;
+    fn deref(&self) -> &Table {
+        match self {
+            Self::Cached(table) => table,
+            Self::Loaded(table) => table,
+        }
+    }
+}
+
+/// Each thread keeps the current slot table of the last few indexes it read, so a lookup reads an
+/// atomic counter instead of taking and releasing a reference with two atomic read-modify-writes.
+///
+/// A cached table is used only while the index's table generation is the one it was cached at; a
+/// table that grew is replaced on the thread's next lookup in that index. When any index is dropped,
+/// every thread empties its cache on its next lookup, so a dropped index's table outlives it only on
+/// threads that never look anything up again (until they exit).
+mod tables {
+    use super::*;
+    use std::cell::RefCell;
+    use std::sync::atomic::AtomicU64;
+
+    const ENTRIES: usize = 4;
+
+    /// Bumped each time an index is dropped.
+    pub(super) static RETIRED: AtomicU64 = AtomicU64::new(0);
+
+    thread_local! {
+        pub(super) static CACHE: RefCell<Cache> = const {
+            RefCell::new(Cache { entries: [const { None }; ENTRIES], next: 0, retired: 0 })
+        };
+    }
+
+    struct Cached {
+        index: u64,
+        generation: u64,
+        table: Arc<Table>,
+    }
+
+    pub(super) struct Cache {
+        entries: [Option<Cached>; ENTRIES],
+        next: usize,
+        retired: u64,
+    }
+
+    impl Cache {
+        /// The current table of `index`, as of its generation now.
+        #[inline]
+        pub(super) fn table(&mut self, index: &Index) -> &mut Arc<Table> {
+            let retired = RETIRED.load(Ordering::Relaxed);
+            if retired != self.retired {
+                self.entries = [const { None }; ENTRIES];
+                self.retired = retired;
             }
-            lookup = lookup.index.begin(lookup.key);
+            // Read before the table is loaded: a table cached under a generation is at least as
+            // new as that generation.
+            let generation = index.generation.load(Ordering::Acquire);
+            let pos = match self
+                .entries
+                .iter()
+                .position(|e| e.as_ref().is_some_and(|e| e.index == index.registry_id))
+            {
+                Some(pos) => pos,
+                None => {
+                    let pos = self.next;
+                    self.next = (pos + 1) % ENTRIES;
+                    pos
+                }
+            };
+            let entry = &mut self.entries[pos];
+            if !entry
+                .as_ref()
+                .is_some_and(|e| e.index == index.registry_id && e.generation == generation)
+            {
+                *entry = None;
+            }
+            &mut entry
+                .get_or_insert_with(|| Cached {
+                    index: index.registry_id,
+                    generation,
+                    table: index.table.load_full(),
+                })
+                .table
         }
     }
 }
@@ -423,6 +497,8 @@ pub(crate) struct Index {
     owners: AtomicU64,
     buckets: Box<[AtomicU64]>,
     table: ArcSwap<Table>,
+    // Moves each time `table` is replaced; see `tables`.
+    generation: AtomicU64,
     writer: Mutex<Writer>,
     negative_capacity: usize,
     registry_id: u64,
@@ -441,6 +517,7 @@ impl Index {
             owners: AtomicU64::new(0),
             buckets: (0..GENERATION_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             table: ArcSwap::from_pointee(Table::new(MIN_CAPACITY, u64::from_le_bytes(seed))),
+            generation: AtomicU64::new(0),
             writer: Mutex::new(Writer::new()),
             negative_capacity,
             registry_id: registry::next_id(),
@@ -456,30 +533,79 @@ impl Index {
     /// Looks `id` up without locking or allocating.
     #[inline]
     pub(crate) fn probe(&self, id: KeyId) -> Probe {
-        self.begin(id).finish()
+        self.lookup(id, || ()).0
     }
 
-    /// Starts a lookup: takes a consistent view of the table and touches the home slot of `id`, so
-    /// its cache line is on its way while the caller hashes the secret. [`Lookup::finish`] reads it.
+    /// Looks `id` up, running `during` after the home slot of `id` was touched and before it is
+    /// read, so that its cache line is on its way while `during` works (the caller hashes the
+    /// secret). `during` runs exactly once.
     #[inline]
-    pub(crate) fn begin(&self, id: KeyId) -> Lookup<'_> {
-        let seq = loop {
+    pub(crate) fn lookup<R>(&self, id: KeyId, mut during: impl FnMut() -> R) -> (Probe, R) {
+        let cached = tables::CACHE.try_with(|cache| {
+            self.read(id, &mut during, || match cache.try_borrow_mut() {
+                Ok(cache) => TableRef::Cached(RefMut::map(cache, |c| c.table(self))),
+                Err(_) => TableRef::Loaded(self.table.load()),
+            })
+        });
+        match cached {
+            Ok(found) => found,
+            // This thread is exiting and its cache is gone.
+            Err(_) => self.read(id, &mut during, || TableRef::Loaded(self.table.load())),
+        }
+    }
+
+    #[inline]
+    fn read<'t, R>(
+        &self,
+        id: KeyId,
+        during: &mut impl FnMut() -> R,
+        mut table: impl FnMut() -> TableRef<'t>,
+    ) -> (Probe, R) {
+        // The counter is read before the table is: a table swapped in later moves it.
+        let seq = self.stable_seq();
+        let first = table();
+        first.prefetch(id.get());
+        let out = during();
+        if let Some(found) = self.find(&first, seq, id) {
+            return (found, out);
+        }
+        drop(first);
+        loop {
+            let seq = self.stable_seq();
+            if let Some(found) = self.find(&table(), seq, id) {
+                return (found, out);
+            }
+        }
+    }
+
+    /// An even value of the sequence counter: no writer is between its two bumps.
+    #[inline]
+    fn stable_seq(&self) -> u64 {
+        loop {
             let seq = self.seq.load(Ordering::Acquire);
             if seq & 1 == 0 {
-                break seq;
+                return seq;
             }
             spin_loop();
-        };
-        // Loaded after `seq`: a table swapped in later bumps `seq`, and `finish` notices.
-        let table = self.table.load();
-        table.prefetch(id.get());
-        Lookup {
-            index: self,
-            seq,
-            table,
-            key: id,
-            id: id.get(),
         }
+    }
+
+    /// What `table` holds for `id`, if no writer ran since the counter read `seq`.
+    #[inline]
+    fn find(&self, table: &Table, seq: u64, id: KeyId) -> Option<Probe> {
+        let id = id.get();
+        let result = match table.position(id) {
+            Some(pos) => Probe::Found(table.slots[pos].read()),
+            None => Probe::Miss,
+        };
+        fence(Ordering::Acquire);
+        let consistent = self.seq.load(Ordering::Relaxed) == seq;
+        // Never trust a slot whose id does not match, whatever the counter says.
+        let matches = match &result {
+            Probe::Found(entry) => entry.id == id,
+            Probe::Miss => true,
+        };
+        (consistent && matches).then_some(result)
     }
 
     /// Where the counters stand before a fill of `id` reads the store (`None`: before a read of many
@@ -787,6 +913,7 @@ impl Index {
         self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
         self.table.store(Arc::new(table));
+        self.generation.fetch_add(1, Ordering::Release);
         self.seq.store(s.wrapping_add(2), Ordering::Release);
     }
 
@@ -799,6 +926,7 @@ impl Index {
 impl Drop for Index {
     fn drop(&mut self) {
         registry::unregister(self.registry_id);
+        tables::RETIRED.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -935,6 +1063,65 @@ mod tests {
         }
         assert!(found(&index, 3).is_none());
         assert_eq!(index.len(), 2500);
+    }
+
+    #[test]
+    fn a_thread_that_cached_a_table_sees_the_grown_one() {
+        let index = Index::new(16);
+        index.upsert(&record(1));
+        // This thread now holds the first table; each growth must replace it before the next read.
+        assert!(found(&index, 1).is_some());
+        let first = Arc::downgrade(&index.table.load_full());
+        for id in 2..=1000u64 {
+            index.upsert(&record(id));
+            assert_eq!(found(&index, id).map(|e| e.id), Some(id), "id {id}");
+        }
+        assert!(index.generation.load(Ordering::Relaxed) > 0, "the table grew");
+        // The reader moved on, so the first table is gone.
+        assert!(first.upgrade().is_none());
+    }
+
+    #[test]
+    fn readers_on_other_threads_follow_growth_and_removals() {
+        let index = Index::new(16);
+        index.upsert(&record(1));
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut reads = 0u64;
+                while !done.load(Ordering::Acquire) {
+                    // Key 1 is never removed: every read must find it, whatever table is current.
+                    assert_eq!(found(&index, 1).map(|e| e.id), Some(1));
+                    reads += 1;
+                }
+                reads
+            });
+            for id in 2..=5000u64 {
+                index.upsert(&record(id));
+            }
+            for id in 2..=5000u64 {
+                index.invalidate(KeyId::new(id).expect("valid"));
+            }
+            done.store(true, Ordering::Release);
+            assert!(reader.join().expect("reader") > 0);
+        });
+        // The thread that read is gone, and with it its cached table.
+        assert!(found(&index, 4999).is_none());
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn a_dropped_index_leaves_no_table_behind_in_the_thread_that_read_it() {
+        let index = Index::new(16);
+        index.upsert(&record(1));
+        assert!(found(&index, 1).is_some());
+        let table = Arc::downgrade(&index.table.load_full());
+        drop(index);
+        assert!(table.upgrade().is_some(), "still cached by this thread");
+        // The next lookup in any index empties the cache of dropped ones.
+        let other = Index::new(16);
+        assert!(found(&other, 1).is_none());
+        assert!(table.upgrade().is_none());
     }
 
     #[test]

@@ -351,9 +351,8 @@ impl KeyRing {
         key: &ParsedKey<'_>,
     ) -> (Option<Result<Identity, Reason>>, SecretDigest) {
         let id = key.id();
-        let lookup = self.inner.index.begin(id);
-        let digest = key.digest();
-        let outcome = match lookup.finish() {
+        let (probe, digest) = self.inner.index.lookup(id, || key.digest());
+        let outcome = match probe {
             Probe::Found(entry) => Some(self.decide(id, Some(&entry), &digest)),
             Probe::Miss => None,
         };
