@@ -152,9 +152,20 @@ impl Entry {
     }
 }
 
-/// Starts the fetch of `slot`'s cache line: a relaxed load whose value nobody waits for.
+/// Asks for `slot`'s cache line without waiting for it.
 #[inline(always)]
 fn touch(slot: &Slot) {
+    // A prefetch instruction retires at once; a plain load that misses holds up the retirement of
+    // everything behind it, hashing included, until memory answers.
+    #[cfg(all(
+        any(target_arch = "x86", target_arch = "x86_64"),
+        target_feature = "sse"
+    ))]
+    safe_arch::prefetch_t0(slot);
+    #[cfg(not(all(
+        any(target_arch = "x86", target_arch = "x86_64"),
+        target_feature = "sse"
+    )))]
     std::hint::black_box(slot.id());
 }
 
