@@ -70,14 +70,20 @@ fn is_bearer(scheme: &[u8]) -> bool {
 
 /// The value as text if it is token68, optionally behind RFC 8959's `secret-token:`.
 pub(crate) fn token68(token: &[u8]) -> Result<&str, Reason> {
-    let body = token
-        .strip_prefix(SECRET_TOKEN_SCHEME.as_bytes())
-        .unwrap_or(token);
-    if !is_token68(body) {
+    if !is_token68_value(token) {
         return Err(Reason::MalformedValue);
     }
     // token68 is ASCII, so this cannot fail; refuse rather than panic if it ever did.
     std::str::from_utf8(token).map_err(|_| Reason::MalformedValue)
+}
+
+/// Whether the value is token68, optionally behind RFC 8959's `secret-token:`.
+#[inline]
+pub(crate) fn is_token68_value(token: &[u8]) -> bool {
+    let body = token
+        .strip_prefix(SECRET_TOKEN_SCHEME.as_bytes())
+        .unwrap_or(token);
+    is_token68(body)
 }
 
 /// Bytes allowed in the body of a token68 value (before its `=` padding).

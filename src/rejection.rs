@@ -1,7 +1,8 @@
 //! Refusals: RFC 6750 answers with VSPC's error body, and the hook that may replace them.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -188,13 +189,27 @@ impl fmt::Debug for Challenges {
     }
 }
 
-/// A header value whose clones share one buffer (a clone is a reference count, not a copy).
+/// A header value whose clones copy two words: its text is kept once per process, for the life of
+/// the process, so a refusal touches no reference count.
+///
+/// What is kept is bounded by the distinct texts: four per realm, plus one per scope a route refuses
+/// for, whatever the number of layers built.
 fn shared(text: String) -> HeaderValue {
-    let value = HeaderValue::from_maybe_shared(Bytes::from(text))
-        .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
-    // The first clone of a buffer made from a `Vec` moves it to shared storage; do that here, once.
-    drop(value.clone());
-    value
+    static TEXTS: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut texts = TEXTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let text: &'static str = match texts.get(text.as_str()) {
+        Some(kept) => kept,
+        None => {
+            let kept: &'static str = Box::leak(text.into_boxed_str());
+            texts.insert(kept);
+            kept
+        }
+    };
+    HeaderValue::from_maybe_shared(Bytes::from_static(text.as_bytes()))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
 }
 
 /// A refused request: what the [`OnRejection`] hook receives.

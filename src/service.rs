@@ -136,9 +136,10 @@ impl Config {
             Err(KeyError::BadChecksum) => Step::Refuse(Reason::BadChecksum, None),
             // A character outside token68 is a malformed request whatever the value's shape.
             Err(_) => Step::Refuse(
-                match header::token68(token) {
-                    Ok(_) => Reason::MalformedKey,
-                    Err(reason) => reason,
+                if header::is_token68_value(token) {
+                    Reason::MalformedKey
+                } else {
+                    Reason::MalformedValue
                 },
                 None,
             ),
