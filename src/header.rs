@@ -192,6 +192,36 @@ mod tests {
     }
 
     #[test]
+    fn only_a_second_authorization_value_is_a_duplicate() {
+        let uri: Uri = "/".parse().expect("uri");
+        let value = |v: &'static str| HeaderValue::from_static(v);
+        // Other headers repeated, before and after: still one credential.
+        let mut headers = HeaderMap::new();
+        headers.append("accept", value("text/plain"));
+        headers.append("accept", value("application/json"));
+        headers.append(AUTHORIZATION, value("Bearer abc"));
+        headers.append("x-trace", value("1"));
+        headers.append("x-trace", value("2"));
+        assert_eq!(
+            bearer(&headers, &uri, DEFAULT_MAX_HEADER_LEN),
+            Ok(&b"abc"[..])
+        );
+        // A second Authorization value, with or without other repeats.
+        headers.append(AUTHORIZATION, value("Bearer abc"));
+        assert_eq!(
+            bearer(&headers, &uri, DEFAULT_MAX_HEADER_LEN),
+            Err(Reason::DuplicateHeader)
+        );
+        let mut headers = HeaderMap::new();
+        headers.append(AUTHORIZATION, value("Bearer abc"));
+        headers.append(AUTHORIZATION, value("Bearer def"));
+        assert_eq!(
+            bearer(&headers, &uri, DEFAULT_MAX_HEADER_LEN),
+            Err(Reason::DuplicateHeader)
+        );
+    }
+
+    #[test]
     fn scheme_is_case_insensitive_and_trailing_whitespace_tolerated() {
         for header in [
             &b"Bearer abc"[..],

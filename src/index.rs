@@ -1087,7 +1087,10 @@ mod tests {
             index.upsert(&record(id));
             assert_eq!(found(&index, id).map(|e| e.id), Some(id), "id {id}");
         }
-        assert!(index.generation.load(Ordering::Relaxed) > 0, "the table grew");
+        assert!(
+            index.generation.load(Ordering::Relaxed) > 0,
+            "the table grew"
+        );
         // The reader moved on, so the first table is gone.
         assert!(first.upgrade().is_none());
     }
