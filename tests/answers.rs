@@ -998,3 +998,69 @@ async fn log_lines_never_show_a_key_or_its_secret() {
     }
     assert_no_secret(&logs, &key, "logs");
 }
+
+#[tokio::test]
+async fn a_refusal_carries_none_of_the_request_headers() {
+    let memory = MemoryStore::new();
+    let ring = KeyRing::new(memory.clone());
+    let disabled = issue(
+        &ring,
+        NewKey::new(alice())
+            .description("disabled")
+            .status(Status::Disabled),
+    )
+    .await;
+    let key = disabled.key();
+    let cold = || KeyRing::new(memory.clone());
+    // Refused at once (no header, malformed, bad checksum, two headers, a disabled key in the
+    // index) and after a store read (an unknown id, a disabled key through a cold ring).
+    let cases = [
+        ("no header", vec![], ring.clone(), 401),
+        (
+            "malformed",
+            vec![bearer(&with_non_base62_char(key))],
+            ring.clone(),
+            401,
+        ),
+        (
+            "bad checksum",
+            vec![bearer(&with_bad_checksum(key))],
+            ring.clone(),
+            401,
+        ),
+        (
+            "two headers",
+            vec![bearer(key), bearer(key)],
+            ring.clone(),
+            400,
+        ),
+        ("disabled, warm", vec![bearer(key)], ring.clone(), 401),
+        ("unknown, cold", vec![bearer(&unknown_key())], cold(), 401),
+        ("disabled, cold", vec![bearer(key)], cold(), 401),
+    ];
+    for (case, authorization, ring, status) in cases {
+        let probe = Probe::new();
+        let service = ServiceBuilder::new()
+            .layer(ApiKeyLayer::new(ring))
+            .service_fn(probe.handler());
+        let mut request = Request::get("/api/v3/things")
+            .header("cookie", "session=s3cr3t-cookie")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("x-forwarded-for", "10.0.0.2")
+            .header("content-type", "text/plain")
+            .body(Body::default())
+            .expect("request");
+        for value in authorization {
+            request
+                .headers_mut()
+                .append(AUTHORIZATION, HeaderValue::try_from(value).expect("value"));
+        }
+        let answer = send(service, request).await;
+        assert_eq!(answer.status.as_u16(), status, "{case}");
+        let names: Vec<_> = answer.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["www-authenticate", "content-type"], "{case}");
+        assert_eq!(answer.headers.len(), 2, "{case}: one value each");
+        assert_eq!(answer.headers[CONTENT_TYPE], "application/json", "{case}");
+        assert_eq!(probe.calls(), 0, "{case}");
+    }
+}
