@@ -334,17 +334,18 @@ mod tables {
             // Read before the table is loaded: a table cached under a generation is at least as
             // new as that generation.
             let generation = index.generation.load(Ordering::Acquire);
-            let pos = match self
-                .entries
-                .iter()
-                .position(|e| e.as_ref().is_some_and(|e| e.index == index.registry_id))
-            {
+            let held =
+                |e: &Option<Cached>| e.as_ref().is_some_and(|e| e.index == index.registry_id);
+            let pos = match self.entries.iter().position(held) {
                 Some(pos) => pos,
-                None => {
-                    let pos = self.next;
-                    self.next = (pos + 1) % ENTRIES;
-                    pos
-                }
+                None => match self.entries.iter().position(Option::is_none) {
+                    Some(free) => free,
+                    None => {
+                        let pos = self.next;
+                        self.next = (pos + 1) % ENTRIES;
+                        pos
+                    }
+                },
             };
             let entry = &mut self.entries[pos];
             if !entry
@@ -1122,6 +1123,34 @@ mod tests {
         // The thread that read is gone, and with it its cached table.
         assert!(found(&index, 4999).is_none());
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn more_indexes_than_cache_entries_read_in_turn_each_answer_for_themselves() {
+        let indexes: Vec<_> = (0..7u64)
+            .map(|i| {
+                let index = Index::new(16);
+                index.upsert(&record(100 + i));
+                index
+            })
+            .collect();
+        for round in 0..3 {
+            for (i, index) in indexes.iter().enumerate() {
+                for (j, _) in indexes.iter().enumerate() {
+                    let id = 100 + j as u64;
+                    assert_eq!(found(index, id).is_some(), i == j, "round {round}: {i} {j}");
+                }
+                // Growth of one index while the others hold cache entries.
+                if round == 1 {
+                    for id in 1000..1100 {
+                        index.upsert(&record(id + 1000 * i as u64));
+                    }
+                }
+            }
+        }
+        for (i, index) in indexes.iter().enumerate() {
+            assert!(found(index, 1050 + 1000 * i as u64).is_some(), "{i}");
+        }
     }
 
     #[test]
