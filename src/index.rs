@@ -1055,6 +1055,33 @@ mod tests {
     }
 
     #[test]
+    fn a_key_and_a_cached_unknown_id_sit_in_the_same_slot() {
+        // The same ids held, one of them a key in one index and a cached "no such key" in the other:
+        // every id sits in the same slot in both, so a lookup of any id walks the same slots, reads
+        // the same cache lines, and runs the same compare whichever it is.
+        let ids: Vec<u64> = (1..=2000u64).map(|i| i * 7919).collect();
+        // One index, emptied between layouts: `clear` keeps the placement seed.
+        let index = Index::new(4096);
+        let layout = |negatives: &[u64]| {
+            index.clear();
+            // Keys first, unknown ids after (as a flood caches them once the keys are loaded).
+            for &id in ids.iter().filter(|id| !negatives.contains(id)) {
+                index.upsert(&record(id));
+            }
+            for &id in negatives {
+                let key = KeyId::new(id).expect("valid");
+                assert!(index.fill(key, None, index.stamp(Some(key))));
+            }
+            let table = index.table.load_full();
+            table.slots.iter().map(Slot::id).collect::<Vec<_>>()
+        };
+        let all_keys = layout(&[]);
+        for negatives in [&ids[..1], &ids[1000..1001], &ids[..1000], &ids[..]] {
+            assert_eq!(layout(negatives), all_keys);
+        }
+    }
+
+    #[test]
     fn inserts_grow_and_stay_findable_then_removals_leave_the_rest() {
         let index = Index::new(16);
         let ids: Vec<u64> = (1..=5000u64).map(|i| i * 7919).collect();
