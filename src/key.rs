@@ -408,7 +408,8 @@ fn push_ascii(text: &mut String, ascii: &[u8]) {
 /// `u64::MAX`.
 ///
 /// Digits are joined as a balanced tree (pairs, then fours, then the rest) rather than one digit
-/// after the other, so the multiplies of each level are independent and the chain is three deep.
+/// after the other, so the multiplies of each level are independent and the chain is four deep
+/// instead of eleven.
 #[inline]
 fn decode_id(text: &[u8; ID_LEN]) -> Option<u64> {
     let mut seen = 0u8;
