@@ -334,9 +334,16 @@ mod tables {
             // Read before the table is loaded: a table cached under a generation is at least as
             // new as that generation.
             let generation = index.generation.load(Ordering::Acquire);
-            let held =
-                |e: &Option<Cached>| e.as_ref().is_some_and(|e| e.index == index.registry_id);
-            let pos = match self.entries.iter().position(held) {
+            // Every entry is looked at, whichever holds the index: a lookup costs the same in each
+            // of the indexes a thread serves.
+            let held = self.entries.iter().enumerate().fold(None, |found, (i, e)| {
+                if e.as_ref().is_some_and(|e| e.index == index.registry_id) {
+                    Some(i)
+                } else {
+                    found
+                }
+            });
+            let pos = match held {
                 Some(pos) => pos,
                 None => match self.entries.iter().position(Option::is_none) {
                     Some(free) => free,
