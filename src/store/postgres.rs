@@ -12,14 +12,15 @@ use sqlx::{Executor, Postgres, QueryBuilder, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use super::codec::{
-    format_date, format_scopes, in_key, parse_date, parse_digest, parse_scopes, parse_status,
-};
+use super::codec::{format_date, format_scopes};
 use super::notify::{self, Notifier, Subscription, Timing};
-use super::sql::{column, sql_count, sql_id, write_error};
+use super::sql::{
+    column, decode_company, decode_key, decode_refresh_token, decode_user, sql_count, sql_id,
+    write_error, FlagColumn,
+};
 use super::{
-    AccountStore, ChangeStream, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Owner, Page,
-    RefreshToken, Role, SortField, StoreError, User,
+    AccountStore, ChangeStream, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Page,
+    RefreshToken, SortField, StoreError, User,
 };
 use crate::identity::Status;
 use crate::key::{KeyId, SecretDigest};
@@ -267,63 +268,10 @@ impl OwnerKind {
     }
 }
 
-fn decode_key(row: &PgRow) -> Result<KeyRecord, StoreError> {
-    let raw_id: i64 = column(row, "id")?;
-    let id = u64::try_from(raw_id)
-        .ok()
-        .and_then(KeyId::new)
-        .ok_or_else(|| StoreError::corrupt(format!("key id {raw_id} out of range")))?;
-    let decode = || -> Result<KeyRecord, StoreError> {
-        Ok(KeyRecord {
-            id,
-            digest: parse_digest(&column::<Vec<u8>, _>(row, "digest")?)?,
-            owner: Owner {
-                user_uid: column(row, "user_uid")?,
-                user_name: column(row, "user_name")?,
-                company_id: column(row, "company_id")?,
-                company_name: column(row, "company_name")?,
-            },
-            description: column(row, "description")?,
-            read_only: column(row, "read_only")?,
-            scopes: parse_scopes(column(row, "scopes")?)?,
-            status: parse_status(column(row, "status")?)?,
-            user_status: parse_status(column(row, "user_status")?)?,
-            company_status: parse_status(column(row, "company_status")?)?,
-            created: parse_date(column(row, "created")?)?,
-        })
-    };
-    decode().map_err(|e| in_key(id, e))
-}
-
-fn decode_company(row: &PgRow) -> Result<Company, StoreError> {
-    Ok(Company {
-        uid: column(row, "uid")?,
-        name: column(row, "name")?,
-        status: parse_status(column(row, "status")?)?,
-    })
-}
-
-fn decode_user(row: &PgRow) -> Result<User, StoreError> {
-    let role: &str = column(row, "role")?;
-    Ok(User {
-        uid: column(row, "uid")?,
-        user_name: column(row, "user_name")?,
-        password_hash: column(row, "password_hash")?,
-        role: Role::parse(role)
-            .ok_or_else(|| StoreError::corrupt(format!("unknown role `{role}`")))?,
-        company_id: column(row, "company_id")?,
-        status: parse_status(column(row, "status")?)?,
-        created: parse_date(column(row, "created")?)?,
-    })
-}
-
-fn decode_refresh_token(row: &PgRow) -> Result<RefreshToken, StoreError> {
-    Ok(RefreshToken {
-        digest: parse_digest(&column::<Vec<u8>, _>(row, "digest")?)?,
-        user_uid: column(row, "user_uid")?,
-        read_only: column(row, "read_only")?,
-        expires: parse_date(column(row, "expires")?)?,
-    })
+impl FlagColumn for PgRow {
+    fn flag(&self, name: &str) -> Result<bool, StoreError> {
+        column(self, name)
+    }
 }
 
 /// The `WHERE` clause of a listing: [`ListQuery::matches`] in SQL.

@@ -1,9 +1,11 @@
 //! What the SQL backends (SQLite, PostgreSQL) share beyond their dialects: how sqlx errors become
-//! store errors, how a column is read, and how ids and counts become SQL integers.
+//! store errors, how a column is read and a row of their common schema decoded, and how ids and
+//! counts become SQL integers.
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::StoreError;
+use super::codec::{in_key, parse_date, parse_digest, parse_scopes, parse_status};
+use super::{Company, KeyRecord, Owner, RefreshToken, Role, StoreError, User};
 use crate::key::KeyId;
 
 /// A unique or primary key taken is a conflict; anything else, the backend failing.
@@ -36,4 +38,104 @@ pub(crate) fn sql_id(id: KeyId) -> Result<i64, StoreError> {
 /// A limit or offset as a 64-bit SQL integer (saturating: nothing lies beyond `i64::MAX` rows).
 pub(crate) fn sql_count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A row of the schema the SQL backends share. Columns are read alike, except a flag, which SQLite
+/// keeps as the integer 0 or 1 and PostgreSQL as a `BOOLEAN`.
+pub(crate) trait SchemaRow {
+    /// A text column.
+    fn text(&self, name: &str) -> Result<String, StoreError>;
+    /// A 64-bit integer column.
+    fn int(&self, name: &str) -> Result<i64, StoreError>;
+    /// A binary column.
+    fn bytes(&self, name: &str) -> Result<Vec<u8>, StoreError>;
+    /// A yes/no column.
+    fn flag(&self, name: &str) -> Result<bool, StoreError>;
+}
+
+/// The one way each backend stores a flag.
+pub(crate) trait FlagColumn {
+    fn flag(&self, name: &str) -> Result<bool, StoreError>;
+}
+
+impl<R> SchemaRow for R
+where
+    R: Row + FlagColumn,
+    for<'n> &'n str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        column(self, name)
+    }
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        column(self, name)
+    }
+    fn bytes(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        column(self, name)
+    }
+    fn flag(&self, name: &str) -> Result<bool, StoreError> {
+        FlagColumn::flag(self, name)
+    }
+}
+
+pub(crate) fn decode_key(row: &impl SchemaRow) -> Result<KeyRecord, StoreError> {
+    let raw_id = row.int("id")?;
+    let id = u64::try_from(raw_id)
+        .ok()
+        .and_then(KeyId::new)
+        .ok_or_else(|| StoreError::corrupt(format!("key id {raw_id} out of range")))?;
+    // Name the key in any error below, so the bad row can be found.
+    let decode = || -> Result<KeyRecord, StoreError> {
+        Ok(KeyRecord {
+            id,
+            digest: parse_digest(&row.bytes("digest")?)?,
+            owner: Owner {
+                user_uid: row.text("user_uid")?,
+                user_name: row.text("user_name")?,
+                company_id: row.text("company_id")?,
+                company_name: row.text("company_name")?,
+            },
+            description: row.text("description")?,
+            read_only: row.flag("read_only")?,
+            scopes: parse_scopes(&row.text("scopes")?)?,
+            status: parse_status(&row.text("status")?)?,
+            user_status: parse_status(&row.text("user_status")?)?,
+            company_status: parse_status(&row.text("company_status")?)?,
+            created: parse_date(&row.text("created")?)?,
+        })
+    };
+    decode().map_err(|e| in_key(id, e))
+}
+
+pub(crate) fn decode_company(row: &impl SchemaRow) -> Result<Company, StoreError> {
+    Ok(Company {
+        uid: row.text("uid")?,
+        name: row.text("name")?,
+        status: parse_status(&row.text("status")?)?,
+    })
+}
+
+pub(crate) fn decode_user(row: &impl SchemaRow) -> Result<User, StoreError> {
+    let role = row.text("role")?;
+    Ok(User {
+        uid: row.text("uid")?,
+        user_name: row.text("user_name")?,
+        password_hash: row.text("password_hash")?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::corrupt(format!("unknown role `{role}`")))?,
+        company_id: row.text("company_id")?,
+        status: parse_status(&row.text("status")?)?,
+        created: parse_date(&row.text("created")?)?,
+    })
+}
+
+pub(crate) fn decode_refresh_token(row: &impl SchemaRow) -> Result<RefreshToken, StoreError> {
+    Ok(RefreshToken {
+        digest: parse_digest(&row.bytes("digest")?)?,
+        user_uid: row.text("user_uid")?,
+        read_only: row.flag("read_only")?,
+        expires: parse_date(&row.text("expires")?)?,
+    })
 }

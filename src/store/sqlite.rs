@@ -13,13 +13,14 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 use time::OffsetDateTime;
 
-use super::codec::{
-    format_date, format_scopes, in_key, parse_date, parse_digest, parse_scopes, parse_status,
+use super::codec::{format_date, format_scopes};
+use super::sql::{
+    column, decode_company, decode_key, decode_refresh_token, decode_user, sql_count, sql_id,
+    write_error, FlagColumn,
 };
-use super::sql::{column, sql_count, sql_id, write_error};
 use super::{
-    AccountStore, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Owner, Page, RefreshToken,
-    Role, SortField, StoreError, User,
+    AccountStore, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Page, RefreshToken,
+    SortField, StoreError, User,
 };
 use crate::identity::Status;
 use crate::key::{KeyId, SecretDigest};
@@ -272,64 +273,10 @@ fn parse_flag(value: i64) -> Result<bool, StoreError> {
     }
 }
 
-fn decode_key(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
-    let raw_id: i64 = column(row, "id")?;
-    let id = u64::try_from(raw_id)
-        .ok()
-        .and_then(KeyId::new)
-        .ok_or_else(|| StoreError::corrupt(format!("key id {raw_id} out of range")))?;
-    // Name the key in any error below, so the bad row can be found.
-    let decode = || -> Result<KeyRecord, StoreError> {
-        Ok(KeyRecord {
-            id,
-            digest: parse_digest(&column::<Vec<u8>, _>(row, "digest")?)?,
-            owner: Owner {
-                user_uid: column(row, "user_uid")?,
-                user_name: column(row, "user_name")?,
-                company_id: column(row, "company_id")?,
-                company_name: column(row, "company_name")?,
-            },
-            description: column(row, "description")?,
-            read_only: parse_flag(column(row, "read_only")?)?,
-            scopes: parse_scopes(column(row, "scopes")?)?,
-            status: parse_status(column(row, "status")?)?,
-            user_status: parse_status(column(row, "user_status")?)?,
-            company_status: parse_status(column(row, "company_status")?)?,
-            created: parse_date(column(row, "created")?)?,
-        })
-    };
-    decode().map_err(|e| in_key(id, e))
-}
-
-fn decode_company(row: &SqliteRow) -> Result<Company, StoreError> {
-    Ok(Company {
-        uid: column(row, "uid")?,
-        name: column(row, "name")?,
-        status: parse_status(column(row, "status")?)?,
-    })
-}
-
-fn decode_user(row: &SqliteRow) -> Result<User, StoreError> {
-    let role: &str = column(row, "role")?;
-    Ok(User {
-        uid: column(row, "uid")?,
-        user_name: column(row, "user_name")?,
-        password_hash: column(row, "password_hash")?,
-        role: Role::parse(role)
-            .ok_or_else(|| StoreError::corrupt(format!("unknown role `{role}`")))?,
-        company_id: column(row, "company_id")?,
-        status: parse_status(column(row, "status")?)?,
-        created: parse_date(column(row, "created")?)?,
-    })
-}
-
-fn decode_refresh_token(row: &SqliteRow) -> Result<RefreshToken, StoreError> {
-    Ok(RefreshToken {
-        digest: parse_digest(&column::<Vec<u8>, _>(row, "digest")?)?,
-        user_uid: column(row, "user_uid")?,
-        read_only: parse_flag(column(row, "read_only")?)?,
-        expires: parse_date(column(row, "expires")?)?,
-    })
+impl FlagColumn for SqliteRow {
+    fn flag(&self, name: &str) -> Result<bool, StoreError> {
+        parse_flag(column(self, name)?)
+    }
 }
 
 /// The `WHERE` clause of a listing: [`ListQuery::matches`] in SQL.
@@ -672,7 +619,9 @@ mod tests {
 
     use super::*;
     use crate::scope::{Scope, Scopes};
+    use crate::store::codec::{parse_date, parse_scopes};
     use crate::store::MemoryStore;
+    use crate::store::{Owner, Role};
 
     /// A directory under the system temp dir, removed when dropped.
     struct TempDir(PathBuf);
