@@ -15,12 +15,12 @@ use tokio::sync::mpsc;
 use super::codec::{format_date, format_scopes};
 use super::notify::{self, Notifier, Subscription, Timing};
 use super::sql::{
-    column, decode_company, decode_key, decode_refresh_token, decode_user, sql_count, sql_id,
-    write_error, FlagColumn,
+    column, decode_company, decode_key, decode_refresh_token, decode_user, push_order, sql_count,
+    sql_id, write_error, FlagColumn,
 };
 use super::{
     AccountStore, ChangeStream, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Page,
-    RefreshToken, SortField, StoreError, User,
+    RefreshToken, StoreError, User,
 };
 use crate::identity::Status;
 use crate::key::{KeyId, SecretDigest};
@@ -293,24 +293,6 @@ fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &ListQuery) {
     }
 }
 
-/// The `ORDER BY` clause of a listing: [`ListQuery::apply`]'s order (byte order of the text, as
-/// Rust compares strings, whatever the database's locale), ties broken by key id.
-fn push_order(sql: &mut QueryBuilder<'_, Postgres>, query: &ListQuery) {
-    let field = match query.sort {
-        SortField::Id => None,
-        SortField::CreationDate => Some("r.created COLLATE \"C\""),
-        SortField::Description => Some("r.description COLLATE \"C\""),
-        SortField::UserName => Some("r.user_name COLLATE \"C\""),
-        SortField::Status => Some("r.effective_status COLLATE \"C\""),
-    };
-    let direction = if query.descending { " DESC" } else { "" };
-    sql.push(" ORDER BY ");
-    if let Some(field) = field {
-        sql.push(field).push(direction).push(", ");
-    }
-    sql.push("r.id").push(direction);
-}
-
 /// A read-only transaction that sees one snapshot for all its statements.
 async fn snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreError> {
     pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -427,7 +409,7 @@ impl KeyStore for PostgresStore {
         let mut select = QueryBuilder::new("SELECT r.* FROM ");
         select.push(keys!());
         push_filters(&mut select, query);
-        push_order(&mut select, query);
+        push_order(&mut select, query, " COLLATE \"C\"");
         select
             .push(" LIMIT ")
             .push_bind(sql_count(query.limit))

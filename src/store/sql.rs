@@ -2,10 +2,12 @@
 //! store errors, how a column is read and a row of their common schema decoded, and how ids and
 //! counts become SQL integers.
 
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::{ColumnIndex, Database, Decode, QueryBuilder, Row, Type};
 
 use super::codec::{in_key, parse_date, parse_digest, parse_scopes, parse_status};
-use super::{Company, KeyRecord, Owner, RefreshToken, Role, StoreError, User};
+use super::{
+    Company, KeyRecord, ListQuery, Owner, RefreshToken, Role, SortField, StoreError, User,
+};
 use crate::key::KeyId;
 
 /// A unique or primary key taken is a conflict; anything else, the backend failing.
@@ -138,4 +140,27 @@ pub(crate) fn decode_refresh_token(row: &impl SchemaRow) -> Result<RefreshToken,
         read_only: row.flag("read_only")?,
         expires: parse_date(&row.text("expires")?)?,
     })
+}
+
+/// The `ORDER BY` clause of a listing: [`ListQuery::apply`]'s order, ties broken by key id.
+/// `collate` follows each text column so that it sorts by bytes, as Rust compares strings, whatever
+/// the database's locale (empty where that is already the default).
+pub(crate) fn push_order<DB: Database>(
+    sql: &mut QueryBuilder<'_, DB>,
+    query: &ListQuery,
+    collate: &str,
+) {
+    let field = match query.sort {
+        SortField::Id => None,
+        SortField::CreationDate => Some("r.created"),
+        SortField::Description => Some("r.description"),
+        SortField::UserName => Some("r.user_name"),
+        SortField::Status => Some("r.effective_status"),
+    };
+    let direction = if query.descending { " DESC" } else { "" };
+    sql.push(" ORDER BY ");
+    if let Some(field) = field {
+        sql.push(field).push(collate).push(direction).push(", ");
+    }
+    sql.push("r.id").push(direction);
 }

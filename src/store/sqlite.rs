@@ -15,12 +15,12 @@ use time::OffsetDateTime;
 
 use super::codec::{format_date, format_scopes};
 use super::sql::{
-    column, decode_company, decode_key, decode_refresh_token, decode_user, sql_count, sql_id,
-    write_error, FlagColumn,
+    column, decode_company, decode_key, decode_refresh_token, decode_user, push_order, sql_count,
+    sql_id, write_error, FlagColumn,
 };
 use super::{
     AccountStore, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Page, RefreshToken,
-    SortField, StoreError, User,
+    StoreError, User,
 };
 use crate::identity::Status;
 use crate::key::{KeyId, SecretDigest};
@@ -298,23 +298,6 @@ fn push_filters(sql: &mut QueryBuilder<'_, Sqlite>, query: &ListQuery) {
     }
 }
 
-/// The `ORDER BY` clause of a listing: [`ListQuery::apply`]'s order, ties broken by key id.
-fn push_order(sql: &mut QueryBuilder<'_, Sqlite>, query: &ListQuery) {
-    let field = match query.sort {
-        SortField::Id => None,
-        SortField::CreationDate => Some("r.created"),
-        SortField::Description => Some("r.description"),
-        SortField::UserName => Some("r.user_name"),
-        SortField::Status => Some("r.effective_status"),
-    };
-    let direction = if query.descending { " DESC" } else { "" };
-    sql.push(" ORDER BY ");
-    if let Some(field) = field {
-        sql.push(field).push(direction).push(", ");
-    }
-    sql.push("r.id").push(direction);
-}
-
 /// One page of a table and its row count, read in one snapshot.
 async fn page<T>(
     pool: &SqlitePool,
@@ -424,7 +407,7 @@ impl KeyStore for SqliteStore {
         let mut select = QueryBuilder::new("SELECT r.* FROM ");
         select.push(keys!());
         push_filters(&mut select, query);
-        push_order(&mut select, query);
+        push_order(&mut select, query, "");
         select
             .push(" LIMIT ")
             .push_bind(sql_count(query.limit))
@@ -621,7 +604,7 @@ mod tests {
     use crate::scope::{Scope, Scopes};
     use crate::store::codec::{parse_date, parse_scopes};
     use crate::store::MemoryStore;
-    use crate::store::{Owner, Role};
+    use crate::store::{Owner, Role, SortField};
 
     /// A directory under the system temp dir, removed when dropped.
     struct TempDir(PathBuf);
