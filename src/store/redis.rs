@@ -353,6 +353,38 @@ impl RedisStore {
             .map_err(StoreError::backend)?;
         Ok(rows.into_iter().map(Fields::new).collect())
     }
+
+    /// Creates the account `uid` of `kind` with `fields`, unless one with that uid or `name` exists
+    /// (a conflict), and publishes `event` with it.
+    async fn create_account(
+        &self,
+        kind: &str,
+        uid: &str,
+        name: &str,
+        status: Status,
+        event: &ChangeEvent,
+        fields: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.create_account.prepare_invoke();
+        invocation
+            .arg(&*self.prefix)
+            .arg(kind)
+            .arg(uid)
+            .arg(name)
+            .arg(status.as_str())
+            .arg(encode_event(event));
+        for (field, value) in fields {
+            invocation.arg(*field).arg(*value);
+        }
+        let created: i64 = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        if created == 0 {
+            return Err(StoreError::conflict());
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for RedisStore {
@@ -633,27 +665,15 @@ impl AccountStore for RedisStore {
             company_id: company.uid.clone(),
             status: company.status,
         };
-        let created: i64 = self
-            .scripts
-            .create_account
-            .prepare_invoke()
-            .arg(&*self.prefix)
-            .arg("company")
-            .arg(&company.uid)
-            .arg(&company.name)
-            .arg(company.status.as_str())
-            .arg(encode_event(&event))
-            .arg("uid")
-            .arg(&company.uid)
-            .arg("name")
-            .arg(&company.name)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(StoreError::backend)?;
-        if created == 0 {
-            return Err(StoreError::conflict());
-        }
-        Ok(())
+        self.create_account(
+            "company",
+            &company.uid,
+            &company.name,
+            company.status,
+            &event,
+            &[("uid", &company.uid), ("name", &company.name)],
+        )
+        .await
     }
 
     async fn company(&self, uid: &str) -> Result<Option<Company>, StoreError> {
@@ -675,35 +695,23 @@ impl AccountStore for RedisStore {
             user_uid: user.uid.clone(),
             status: user.status,
         };
-        let created: i64 = self
-            .scripts
-            .create_account
-            .prepare_invoke()
-            .arg(&*self.prefix)
-            .arg("user")
-            .arg(&user.uid)
-            .arg(&user.user_name)
-            .arg(user.status.as_str())
-            .arg(encode_event(&event))
-            .arg("uid")
-            .arg(&user.uid)
-            .arg("user_name")
-            .arg(&user.user_name)
-            .arg("password_hash")
-            .arg(&user.password_hash)
-            .arg("role")
-            .arg(user.role.as_str())
-            .arg("company_id")
-            .arg(&user.company_id)
-            .arg("created")
-            .arg(format_date(user.created)?)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(StoreError::backend)?;
-        if created == 0 {
-            return Err(StoreError::conflict());
-        }
-        Ok(())
+        let created = format_date(user.created)?;
+        self.create_account(
+            "user",
+            &user.uid,
+            &user.user_name,
+            user.status,
+            &event,
+            &[
+                ("uid", &user.uid),
+                ("user_name", &user.user_name),
+                ("password_hash", &user.password_hash),
+                ("role", user.role.as_str()),
+                ("company_id", &user.company_id),
+                ("created", &created),
+            ],
+        )
+        .await
     }
 
     async fn user(&self, uid: &str) -> Result<Option<User>, StoreError> {
