@@ -814,6 +814,13 @@ mod tests {
         }
     }
 
+    /// A key for `owner()` through `ring`.
+    async fn issue_one(ring: &KeyRing) -> IssuedKey {
+        ring.issue(NewKey::new(owner()).description("x"))
+            .await
+            .expect("issued")
+    }
+
     #[tokio::test]
     async fn issued_key_verifies_and_revocation_is_immediate() {
         let ring = KeyRing::new(MemoryStore::new());
@@ -849,10 +856,7 @@ mod tests {
         let store = MemoryStore::new();
         let a = KeyRing::new(store.clone());
         let b = KeyRing::new(store);
-        let issued = a
-            .issue(NewKey::new(owner()).description("x"))
-            .await
-            .expect("issued");
+        let issued = issue_one(&a).await;
         assert_eq!(b.cached(), (0, 0));
         assert!(b.verify(issued.key()).await.is_ok());
         assert_eq!(b.cached(), (1, 0));
@@ -863,10 +867,7 @@ mod tests {
         let store = MemoryStore::new();
         let a = KeyRing::new(store.clone());
         let b = KeyRing::new(store);
-        let issued = a
-            .issue(NewKey::new(owner()).description("x"))
-            .await
-            .expect("issued");
+        let issued = issue_one(&a).await;
         assert!(b.verify(issued.key()).await.is_ok());
         a.update(issued.id(), KeyUpdate::status(Status::Disabled))
             .await
@@ -914,10 +915,7 @@ mod tests {
     #[tokio::test]
     async fn user_and_company_status_disable_all_their_keys() {
         let ring = KeyRing::new(MemoryStore::new());
-        let k = ring
-            .issue(NewKey::new(owner()).description("x"))
-            .await
-            .expect("issued");
+        let k = issue_one(&ring).await;
         ring.set_user_status("u1", Status::Disabled)
             .await
             .expect("ok");
@@ -1017,10 +1015,7 @@ mod tests {
     async fn a_key_write_that_returns_after_a_later_one_leaves_no_stale_record() {
         let store = Held::default();
         let ring = KeyRing::new(store.clone());
-        let k = ring
-            .issue(NewKey::new(owner()).description("x"))
-            .await
-            .expect("issued");
+        let k = issue_one(&ring).await;
         assert!(ring.verify(k.key()).await.is_ok());
 
         // An enable reaches the store first but returns last, after a disable that followed it.
@@ -1049,10 +1044,7 @@ mod tests {
     async fn an_owner_write_that_returns_after_a_later_one_leaves_no_stale_status() {
         let store = Held::default();
         let ring = KeyRing::new(store.clone());
-        let k = ring
-            .issue(NewKey::new(owner()).description("x"))
-            .await
-            .expect("issued");
+        let k = issue_one(&ring).await;
         assert!(ring.verify(k.key()).await.is_ok());
 
         store.hold_next_write();
@@ -1082,10 +1074,7 @@ mod tests {
     async fn a_failed_owner_write_leaves_no_guess_in_the_index() {
         let store = Held::default();
         let ring = KeyRing::new(store.clone());
-        let k = ring
-            .issue(NewKey::new(owner()).description("x"))
-            .await
-            .expect("issued");
+        let k = issue_one(&ring).await;
         ring.set_user_status("u1", Status::Disabled)
             .await
             .expect("set");
@@ -1102,10 +1091,7 @@ mod tests {
     async fn a_miss_that_lost_the_race_to_a_fill_reads_the_index_not_the_store() {
         let store = Held::default();
         let other = KeyRing::new(store.inner.clone());
-        let k = other
-            .issue(NewKey::new(owner()).description("x"))
-            .await
-            .expect("issued");
+        let k = issue_one(&other).await;
         let ring = KeyRing::new(store.clone());
         let digest = ring.parse(k.key().as_bytes()).expect("parses").digest();
         assert!(ring
@@ -1126,10 +1112,7 @@ mod tests {
     async fn a_lookup_answered_before_a_revocation_is_not_handed_to_later_requests() {
         let store = Held::default();
         let ring = KeyRing::new(store.clone());
-        let k = ring
-            .issue(NewKey::new(owner()).description("x"))
-            .await
-            .expect("issued");
+        let k = issue_one(&ring).await;
         let digest = ring.parse(k.key().as_bytes()).expect("parses").digest();
         let enabled = ring.get(k.id()).await.expect("read").expect("exists");
         // A lookup of the key finished, and its answer still sits in the single-flight map...
@@ -1199,10 +1182,7 @@ mod tests {
     async fn a_change_stream_that_ends_means_resync_and_a_new_subscription() {
         let store = Streams::default();
         let ring = KeyRing::new(store.clone());
-        let k = ring
-            .issue(NewKey::new(owner()).description("x"))
-            .await
-            .expect("issued");
+        let k = issue_one(&ring).await;
         assert!(ring.verify(k.key()).await.is_ok());
         assert_eq!(ring.cached(), (1, 0));
 
@@ -1229,10 +1209,7 @@ mod tests {
     async fn an_owner_event_older_than_a_local_change_does_not_undo_it() {
         let store = Streams::default();
         let ring = KeyRing::new(store.clone());
-        let k = ring
-            .issue(NewKey::new(owner()).description("x"))
-            .await
-            .expect("issued");
+        let k = issue_one(&ring).await;
         ring.set_user_status("u1", Status::Enabled)
             .await
             .expect("set");
@@ -1313,10 +1290,7 @@ mod tests {
             .expect("runtime");
         rt.block_on(async {
             let b = KeyRing::new(store.clone());
-            let k = b
-                .issue(NewKey::new(owner()).description("x"))
-                .await
-                .expect("issued");
+            let k = issue_one(&b).await;
             assert!(a.verify(k.key()).await.is_ok(), "a fills from the store");
             b.update(k.id(), KeyUpdate::status(Status::Disabled))
                 .await
