@@ -11,10 +11,7 @@
 #![allow(missing_docs)]
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,6 +24,9 @@ use tower_api_key::token::{JwtClaims, JwtIssuer, JwtValidator};
 use tower_api_key::{
     ApiKeyLayer, Identity, KeyFormat, KeyId, KeyRing, Owner, Scope, Scopes, Status,
 };
+
+mod support;
+use support::call_ready;
 
 /// Requests are built in batches of 16 just before they are timed, so a request is in cache when the
 /// service sees it, as it is in a server that has just parsed it. With criterion's large batches the
@@ -199,23 +199,6 @@ fn request(header: Option<&HeaderValue>) -> Request<()> {
         request.headers_mut().insert(AUTHORIZATION, fresh);
     }
     request
-}
-
-/// Calls the service and polls the future once; every path measured here completes on that poll.
-fn call_ready<S>(service: &mut S, request: Request<()>) -> Response<()>
-where
-    S: Service<Request<()>, Response = Response<()>, Error = Infallible>,
-{
-    let future = service.call(request);
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(Ok(response)) => response,
-        Poll::Ready(Err(never)) => match never {},
-        Poll::Pending => panic!("benchmarked path did not complete on its first poll"),
-    }
 }
 
 fn inner(

@@ -14,31 +14,16 @@
 #![allow(missing_docs)]
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use http::{header::AUTHORIZATION, HeaderValue, Request, Response};
 use tower::{Layer, Service, ServiceExt};
 use tower_api_key::{ApiKeyLayer, KeyRing, MemoryStore, NewKey, Owner, Scope};
 
-const ROUNDS: usize = 10_000;
+mod support;
+use support::call_ready;
 
-fn call_ready<S>(service: &mut S, request: Request<()>) -> Response<()>
-where
-    S: Service<Request<()>, Response = Response<()>, Error = Infallible>,
-{
-    let mut future = pin!(service.call(request));
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(Ok(response)) => response,
-        Poll::Ready(Err(never)) => match never {},
-        Poll::Pending => panic!("path did not complete on its first poll"),
-    }
-}
+const ROUNDS: usize = 10_000;
 
 fn requests(value: &HeaderValue) -> Vec<Request<()>> {
     (0..ROUNDS)

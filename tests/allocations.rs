@@ -5,39 +5,25 @@
 //! Counts are per thread (`allocation-counter`), so tests running beside each other do not mix.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use async_trait::async_trait;
 use http::{header::AUTHORIZATION, HeaderValue, Request, Response};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 use tower_api_key::key::SecretDigest;
 use tower_api_key::store::{KeyRecord, KeyStore, KeyUpdate, ListQuery, Page, StoreError};
 use tower_api_key::{
     ApiKeyLayer, Identity, KeyId, KeyRing, MemoryStore, NewKey, Owner, Scope, Scopes, Status,
 };
 
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::call_ready;
+
 /// Allocations made by `f` on this thread, and its result.
 fn allocations_of<T>(f: impl FnOnce() -> T) -> (u64, T) {
     let mut out = None;
     let info = allocation_counter::measure(|| out = Some(f()));
     (info.count_total, out.expect("ran"))
-}
-
-fn call_ready<S>(service: &mut S, request: Request<()>) -> Response<()>
-where
-    S: Service<Request<()>, Response = Response<()>, Error = Infallible>,
-{
-    let mut future = pin!(service.call(request));
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(Ok(response)) => response,
-        Poll::Ready(Err(never)) => match never {},
-        Poll::Pending => panic!("the path did not complete on its first poll"),
-    }
 }
 
 fn request(authorization: Option<&str>) -> Request<()> {
