@@ -55,6 +55,7 @@ impl SyntheticStore {
             user_status: Status::Enabled,
             company_status: Status::Enabled,
             created: time::OffsetDateTime::UNIX_EPOCH,
+            status_locked: false,
         }
     }
 }
@@ -329,6 +330,8 @@ fn accept(c: &mut Criterion) {
             iss: None,
             aud: None,
             jti: None,
+            generation: None,
+            company_generation: None,
         })
         .expect("signed");
     bench_pool(

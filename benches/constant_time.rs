@@ -119,6 +119,7 @@ fn setup() -> &'static Setup {
             user_status: Status::Enabled,
             company_status: Status::Enabled,
             created: time::OffsetDateTime::UNIX_EPOCH,
+            status_locked: false,
         };
         let ring = || {
             let store = MemoryStore::new();

@@ -392,6 +392,7 @@ struct Cold {
     status: Status,
     user_status: Status,
     company_status: Status,
+    status_locked: bool,
 }
 
 impl Cold {
@@ -406,6 +407,7 @@ impl Cold {
             status: record.status,
             user_status: record.user_status,
             company_status: record.company_status,
+            status_locked: record.status_locked,
         }
     }
 
@@ -421,6 +423,7 @@ impl Cold {
             user_status: self.user_status,
             company_status: self.company_status,
             created: self.created,
+            status_locked: self.status_locked,
         }
     }
 }
@@ -649,6 +652,13 @@ impl Index {
             Stamp::All(all) => self.all.load(Ordering::Acquire) == all,
             Stamp::Owners(owners) => self.owners.load(Ordering::Acquire) == owners,
         }
+    }
+
+    /// The owner counter: it moves whenever a user's or company's state may have changed (a status
+    /// written here, an owner event heard from another node, a resync).
+    #[cfg(feature = "admin")]
+    pub(crate) fn owners_epoch(&self) -> u64 {
+        self.owners.load(Ordering::Acquire)
     }
 
     /// Where the owner counter stands before a user's or company's status is written to the store.
@@ -1014,6 +1024,7 @@ mod tests {
             status: Status::Enabled,
             user_status: Status::Enabled,
             company_status: Status::Enabled,
+            status_locked: false,
             created: OffsetDateTime::UNIX_EPOCH,
         }
     }

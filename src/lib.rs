@@ -121,6 +121,7 @@ mod ring;
 mod scope;
 mod service;
 pub mod store;
+mod text;
 pub mod token;
 
 #[cfg(feature = "axum")]

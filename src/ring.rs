@@ -150,6 +150,7 @@ impl KeyRing {
                     user_status: Status::Enabled,
                     company_status: Status::Enabled,
                     created: now(),
+                    status_locked: false,
                 };
                 match self.inner.store.insert(record).await {
                     Ok(()) => {}
@@ -318,6 +319,15 @@ impl KeyRing {
     /// Bytes of the index's slot table (one 64-byte slot per cached id, at most 7/8 full).
     pub fn index_table_bytes(&self) -> usize {
         self.inner.index.table_bytes()
+    }
+
+    /// Moves whenever a user's or company's state may have changed, here or on another node: what
+    /// was cached of an account before it moved may be stale.
+    #[cfg(feature = "admin")]
+    pub(crate) fn owners_epoch(&self) -> u64 {
+        // Whoever relies on this counter relies on hearing other nodes' changes.
+        self.ensure_following();
+        self.inner.index.owners_epoch()
     }
 
     /// How long a store lookup (or a token validation) may take.
@@ -783,13 +793,11 @@ impl fmt::Display for VerifyError {
 
 impl std::error::Error for VerifyError {}
 
-/// Checks a key description: 1 to 128 characters, none of `<`, `>`, `=`.
+/// Checks a key description: 1 to 128 characters, none of `<`, `>`, `=`, and no control, format
+/// (zero-width, bidirectional override) or separator characters.
 pub fn validate_description(description: &str) -> Result<(), IssueError> {
-    let chars = description.chars().count();
-    if chars == 0
-        || chars > MAX_DESCRIPTION_CHARS
+    if !crate::text::is_visible(description, MAX_DESCRIPTION_CHARS)
         || description.contains(['<', '>', '='])
-        || description.trim().is_empty()
     {
         return Err(IssueError::InvalidDescription);
     }
@@ -1256,7 +1264,17 @@ mod tests {
     fn descriptions_are_checked() {
         assert!(validate_description("Portal Operator API Key").is_ok());
         assert!(validate_description(&"é".repeat(128)).is_ok());
-        for bad in ["", "  ", "a<b", "a>b", "a=b"] {
+        for bad in [
+            "",
+            "  ",
+            "a<b",
+            "a>b",
+            "a=b",
+            "line\nbreak",
+            "gpj.\u{202E}exe",
+            "zero\u{200B}width",
+            "\u{2066}isolate",
+        ] {
             assert!(validate_description(bad).is_err(), "{bad:?}");
         }
         assert!(validate_description(&"x".repeat(129)).is_err());

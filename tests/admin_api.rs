@@ -65,11 +65,29 @@ async fn start<S>(store: S) -> Server
 where
     S: KeyStore + AccountStore + Clone,
 {
+    start_with(store, |admin| admin).await
+}
+
+/// A server whose [`Admin`] `configure` adjusts. Beside the management API it serves `/app`, an
+/// application route behind [`Admin::layer`] that answers the caller's user UID.
+async fn start_with<S>(store: S, configure: impl FnOnce(Admin) -> Admin) -> Server
+where
+    S: KeyStore + AccountStore + Clone,
+{
     let accounts: Arc<dyn AccountStore> = Arc::new(store.clone());
     let boot = bootstrap_admin(accounts.as_ref(), Some(ADMIN_PASSWORD))
         .await
         .unwrap();
-    let app = Admin::new(KeyRing::new(store), accounts, SECRET).router();
+    let admin = configure(Admin::new(KeyRing::new(store), accounts, SECRET));
+    let own = axum::Router::new()
+        .route(
+            "/app",
+            axum::routing::get(|login: tower_api_key::Login| async move {
+                axum::Json(json!({ "userUid": login.user_uid }))
+            }),
+        )
+        .layer(admin.layer());
+    let app = admin.router().merge(own);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -266,7 +284,7 @@ async fn key_lifecycle_from_token_to_delete() {
     let uid = server.admin_uid.clone();
     let me = server.get("/api/v3/users/me", Some(&admin.access)).await;
     assert_eq!(me.json["data"]["instanceUid"], uid.as_str());
-    assert_eq!(me.json["data"]["role"], "administrator");
+    assert_eq!(me.json["data"]["role"], "PortalAdministrator");
 
     let reply = server
         .post(
@@ -742,7 +760,7 @@ async fn bad_input_gets_the_vspc_envelope_with_the_parameter_named() {
             "/api/v3/users",
             json!({ "credentials": { "password": "long enough" } }),
             400,
-            "userName",
+            "credentials.userName",
         ),
         (
             "/api/v3/users",
@@ -855,7 +873,7 @@ async fn disabling_a_user_disables_their_keys_and_tokens_until_enabled() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
-    assert_eq!(reply.json["data"]["status"], "disabled");
+    assert_eq!(reply.json["data"]["status"], "Disabled");
     for credential in [&key, &key2, &bob.access] {
         let reply = server.get(&own, Some(credential)).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
@@ -915,7 +933,7 @@ async fn disabling_a_company_disables_every_key_of_its_users() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
-    assert_eq!(reply.json["data"]["status"], "enabled");
+    assert_eq!(reply.json["data"]["status"], "Active");
     let beta = reply.json["data"]["instanceUid"]
         .as_str()
         .unwrap()
@@ -940,7 +958,7 @@ async fn disabling_a_company_disables_every_key_of_its_users() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
-    assert_eq!(reply.json["data"]["status"], "disabled");
+    assert_eq!(reply.json["data"]["status"], "Disabled");
     assert_eq!(
         server.get(&own, Some(&key)).await.status,
         StatusCode::UNAUTHORIZED
@@ -1105,12 +1123,6 @@ async fn who_may_do_what() {
             [200, 403, 403, 403, 401, 401],
         ),
         (
-            Method::DELETE,
-            format!("/api/v3/users/{alice_uid}/tokens"),
-            None,
-            [200, 200, 403, 403, 401, 401],
-        ),
-        (
             Method::GET,
             "/api/v3/organizations/companies".into(),
             None,
@@ -1176,6 +1188,26 @@ async fn who_may_do_what() {
             }
         }
     }
+
+    // Revoking alice's tokens ends the token alice calls with: those who may not go first.
+    let revoke = format!("/api/v3/users/{alice_uid}/tokens");
+    for (caller, status) in [
+        (Some(bob.access.as_str()), 403),
+        (Some(read_only.as_str()), 403),
+        (None, 401),
+        (Some(disabled.as_str()), 401),
+        (Some(alice.access.as_str()), 200),
+        (Some(admin.access.as_str()), 200),
+    ] {
+        let reply = server.delete(&revoke, caller).await;
+        assert_eq!(
+            reply.status.as_u16(),
+            status,
+            "{caller:?}: {:?}",
+            reply.json
+        );
+    }
+    let alice = server.login("alice", "alice password").await;
 
     // Listings show each user their own keys only.
     let reply = server.get("/api/v3/users/logins", Some(&bob.access)).await;
@@ -1464,4 +1496,753 @@ async fn no_request_is_accepted_after_the_disable_has_answered() {
             "no request ran after the disable; the race was not exercised"
         );
     }
+}
+
+/// Creates a company as `auth`; returns its UID.
+async fn create_company(server: &Server, auth: &str, body: Value) -> String {
+    let reply = server
+        .call(
+            Method::POST,
+            "/api/v3/organizations/companies",
+            Some(auth),
+            Body::Json(body),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    reply.json["data"]["instanceUid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn app_routes_behind_the_layer_refuse_a_disabled_users_token_for_good() {
+    let store = MemoryStore::new();
+    let server = start(store.clone()).await;
+    // A second node over the same store: it hears of changes only through the store.
+    let other = start(store).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let bob_uid = server.create_user(&admin.access, "bob", json!({})).await;
+    let bob = server.login("bob", "bob password").await;
+    for node in [&server, &other] {
+        let reply = node.get("/app", Some(&bob.access)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+        assert_eq!(reply.json["userUid"], bob_uid.as_str());
+    }
+    let user_path = format!("/api/v3/users/{bob_uid}");
+    let reply = server
+        .patch(
+            &user_path,
+            Some(&admin.access),
+            replace("/status", json!("Disabled")),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    for node in [&server, &other] {
+        let reply = node.get("/app", Some(&bob.access)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert!(reply.challenge().unwrap().contains("invalid_token"));
+    }
+    // Enabled again, the user logs in anew; the tokens of before stay dead.
+    server
+        .patch(
+            &user_path,
+            Some(&admin.access),
+            replace("/status", json!("Enabled")),
+        )
+        .await;
+    for node in [&server, &other] {
+        assert_eq!(
+            node.get("/app", Some(&bob.access)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let reply = server
+        .token_request(&format!(
+            "grant_type=refresh_token&refresh_token={}",
+            bob.refresh
+        ))
+        .await;
+    assert_eq!(reply.json["error"], "invalid_grant");
+    let again = server.login("bob", "bob password").await;
+    assert_eq!(
+        other.get("/app", Some(&again.access)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn app_routes_refuse_the_tokens_of_a_disabled_company_on_every_node() {
+    let store = MemoryStore::new();
+    let server = start(store.clone()).await;
+    let other = start(store).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let beta = create_company(&server, &admin.access, json!({ "name": "Beta" })).await;
+    server
+        .create_user(&admin.access, "carol", json!({ "organizationUid": beta }))
+        .await;
+    let carol = server.login("carol", "carol password").await;
+    assert_eq!(
+        other.get("/app", Some(&carol.access)).await.status,
+        StatusCode::OK
+    );
+    let company_path = format!("/api/v3/organizations/companies/{beta}");
+    let reply = server
+        .patch(
+            &company_path,
+            Some(&admin.access),
+            replace("/status", json!("Disabled")),
+        )
+        .await;
+    assert_eq!(reply.json["data"]["status"], "Disabled");
+    for node in [&server, &other] {
+        assert_eq!(
+            node.get("/app", Some(&carol.access)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    server
+        .patch(
+            &company_path,
+            Some(&admin.access),
+            replace("/status", json!("Active")),
+        )
+        .await;
+    assert_eq!(
+        other.get("/app", Some(&carol.access)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "a company's disable ends its users' tokens for good"
+    );
+    let reply = server
+        .token_request(&format!(
+            "grant_type=refresh_token&refresh_token={}",
+            carol.refresh
+        ))
+        .await;
+    assert_eq!(reply.json["error"], "invalid_grant");
+    let again = server.login("carol", "carol password").await;
+    assert_eq!(
+        other.get("/app", Some(&again.access)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_users_tokens_ends_their_access_tokens_too() {
+    let store = MemoryStore::new();
+    let server = start(store.clone()).await;
+    let other = start(store).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let bob_uid = server.create_user(&admin.access, "bob", json!({})).await;
+    let bob = server.login("bob", "bob password").await;
+    let (key, _) = server
+        .create_key(&bob.access, &bob_uid, "description=k&scopes=rest")
+        .await;
+    let reply = server
+        .delete(
+            &format!("/api/v3/users/{bob_uid}/tokens"),
+            Some(&bob.access),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    for node in [&server, &other] {
+        assert_eq!(
+            node.get("/app", Some(&bob.access)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            node.get("/api/v3/users/me", Some(&bob.access)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        // API keys are not tokens.
+        assert_eq!(node.get("/app", Some(&key)).await.status, StatusCode::OK);
+    }
+    let fresh = server.login("bob", "bob password").await;
+    assert_eq!(
+        other.get("/app", Some(&fresh.access)).await.status,
+        StatusCode::OK
+    );
+    // The administrator's own tokens are untouched.
+    assert_eq!(
+        server.get("/app", Some(&admin.access)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_refresh_token_revokes_its_whole_family() {
+    let server = start(MemoryStore::new()).await;
+    let first = server.login("admin", ADMIN_PASSWORD).await;
+    let elsewhere = server.login("admin", ADMIN_PASSWORD).await;
+    let refresh = |token: &str| format!("grant_type=refresh_token&refresh_token={token}");
+    let reply = server.token_request(&refresh(&first.refresh)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    let second = Tokens::from(reply);
+    // Someone replays the first token: it fails, and so does the one that replaced it.
+    let reply = server.token_request(&refresh(&first.refresh)).await;
+    assert_eq!(reply.json["error"], "invalid_grant");
+    let reply = server.token_request(&refresh(&second.refresh)).await;
+    assert_eq!(reply.json["error"], "invalid_grant");
+    // Another login is another family.
+    let reply = server.token_request(&refresh(&elsewhere.refresh)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+}
+
+#[tokio::test]
+async fn nobody_creates_a_principal_stronger_than_themselves() {
+    let server = start(MemoryStore::new()).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let uid = server.admin_uid.clone();
+    // A `rest`-only administrator key cannot mint a login that opens every scope.
+    let (rest_key, _) = server
+        .create_key(&admin.access, &uid, "description=rest&scopes=rest")
+        .await;
+    for role in ["PortalAdministrator", "CompanyLocationUser"] {
+        let reply = server
+            .call(
+                Method::POST,
+                "/api/v3/users",
+                Some(&rest_key),
+                Body::Json(json!({
+                    "organizationUid": null, "role": role, "profile": {},
+                    "credentials": { "userName": format!("evil-{role}"), "password": "evil password" }
+                })),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{role}: {:?}",
+            reply.json
+        );
+    }
+    let reply = server
+        .token_request(
+            "grant_type=password&username=evil-PortalAdministrator&password=evil%20password",
+        )
+        .await;
+    assert_eq!(
+        reply.json["error"], "invalid_grant",
+        "the user was not created"
+    );
+
+    // Roles: each creates only below itself and inside its reach.
+    let acme = create_company(&server, &admin.access, json!({ "name": "Acme" })).await;
+    let beta = create_company(&server, &admin.access, json!({ "name": "Beta" })).await;
+    let with = |name: &str, role: &str, company: &str| {
+        let company = if company.is_empty() {
+            Value::Null
+        } else {
+            json!(company)
+        };
+        json!({ "organizationUid": company, "role": role, "profile": {},
+                "credentials": { "userName": name, "password": format!("{name} password") } })
+    };
+    let owner_uid = server
+        .create_user(&admin.access, "", with("owner", "CompanyOwner", &acme))
+        .await;
+    let owner = server.login("owner", "owner password").await;
+    let operator_uid = server
+        .create_user(&admin.access, "", with("operator", "PortalOperator", ""))
+        .await;
+    let _ = operator_uid;
+    let operator = server.login("operator", "operator password").await;
+    let cases = [
+        (
+            &owner.access,
+            with("o-admin", "CompanyAdministrator", &acme),
+            200,
+        ),
+        (&owner.access, with("o-owner", "CompanyOwner", &acme), 403),
+        (
+            &owner.access,
+            with("o-beta", "CompanyLocationUser", &beta),
+            403,
+        ),
+        (
+            &owner.access,
+            with("o-portal", "PortalReadonlyOperator", &acme),
+            403,
+        ),
+        (
+            &operator.access,
+            with("op-owner", "CompanyOwner", &beta),
+            200,
+        ),
+        (
+            &operator.access,
+            with("op-admin", "PortalAdministrator", ""),
+            403,
+        ),
+        (&operator.access, with("op-op", "PortalOperator", ""), 403),
+    ];
+    for (auth, body, status) in cases {
+        let reply = server
+            .call(
+                Method::POST,
+                "/api/v3/users",
+                Some(auth),
+                Body::Json(body.clone()),
+            )
+            .await;
+        assert_eq!(reply.status.as_u16(), status, "{body}: {:?}", reply.json);
+    }
+    let company_admin = server.login("o-admin", "o-admin password").await;
+    let reply = server
+        .call(
+            Method::POST,
+            "/api/v3/users",
+            Some(&company_admin.access),
+            Body::Json(with("ca-user", "CompanyLocationUser", &acme)),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    let user_uid = reply.json["data"]["instanceUid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A company administrator makes keys for the users below them, not for their owner.
+    let path = |uid: &str| format!("/api/v3/users/{uid}/logins/apikey?description=k&scopes=rest");
+    assert_eq!(
+        server
+            .post(&path(&user_uid), Some(&company_admin.access))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server
+            .post(&path(&owner_uid), Some(&company_admin.access))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    // Nor may they disable their owner.
+    let reply = server
+        .patch(
+            &format!("/api/v3/users/{owner_uid}"),
+            Some(&company_admin.access),
+            replace("/status", json!("Disabled")),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn read_only_roles_get_read_only_credentials_whatever_they_ask() {
+    let server = start(MemoryStore::new()).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let reader_uid = server
+        .create_user(
+            &admin.access,
+            "reader",
+            json!({ "role": "PortalReadonlyOperator" }),
+        )
+        .await;
+    let reader = server.login("reader", "reader password").await;
+    assert_eq!(
+        server
+            .get("/api/v3/users", Some(&reader.access))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let reply = server
+        .post(
+            &format!("/api/v3/users/{reader_uid}/logins/apikey?description=k&scopes=rest"),
+            Some(&reader.access),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(reply.challenge().unwrap().contains("insufficient_scope"));
+    // An administrator's key for them reads only too.
+    let (key, _) = server
+        .create_key(&admin.access, &reader_uid, "description=k&scopes=rest")
+        .await;
+    let reply = server
+        .delete(&format!("/api/v3/users/{reader_uid}/tokens"), Some(&key))
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_key_an_administrator_disabled_stays_disabled_for_its_owner() {
+    let server = start(MemoryStore::new()).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let bob_uid = server.create_user(&admin.access, "bob", json!({})).await;
+    let bob = server.login("bob", "bob password").await;
+    let (key, id) = server
+        .create_key(&bob.access, &bob_uid, "description=k&scopes=rest")
+        .await;
+    let path = format!("/api/v3/users/{bob_uid}/logins/{id}");
+    let reply = server
+        .patch(
+            &path,
+            Some(&admin.access),
+            replace("/status", json!("disabled")),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = server
+        .patch(
+            &path,
+            Some(&bob.access),
+            replace("/status", json!("enabled")),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{:?}", reply.json);
+    assert_eq!(reply.error()["propertyName"], "status");
+    assert_eq!(
+        server.get("/app", Some(&key)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The owner may still describe it.
+    let reply = server
+        .patch(
+            &path,
+            Some(&bob.access),
+            replace("/description", json!("mine")),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // Once an administrator enables it again, the owner has it back.
+    server
+        .patch(
+            &path,
+            Some(&admin.access),
+            replace("/status", json!("enabled")),
+        )
+        .await;
+    for status in ["disabled", "enabled"] {
+        let reply = server
+            .patch(&path, Some(&bob.access), replace("/status", json!(status)))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    }
+    assert_eq!(server.get("/app", Some(&key)).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_holds_at_most_the_configured_number_of_keys_even_when_racing() {
+    // SQLite, so that the count and the insert really wait on I/O and requests interleave.
+    let dir = std::env::temp_dir().join(format!("tower-api-key-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("limit.db");
+    let _ = std::fs::remove_file(&file);
+    let store = SqliteStore::connect(&format!("sqlite:{}", file.display()))
+        .await
+        .unwrap();
+    let server = Arc::new(start_with(store, |a| a.with_max_keys_per_user(3)).await);
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let uid = server.admin_uid.clone();
+    let mut racers = Vec::new();
+    for i in 0..10 {
+        let (server, auth, uid) = (server.clone(), admin.access.clone(), uid.clone());
+        racers.push(tokio::spawn(async move {
+            server
+                .post(
+                    &format!("/api/v3/users/{uid}/logins/apikey?description=k{i}&scopes=rest"),
+                    Some(&auth),
+                )
+                .await
+                .status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for racer in racers {
+        statuses.push(racer.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 3);
+    assert!(statuses
+        .iter()
+        .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT));
+    let listing = server
+        .get(&format!("/api/v3/users/{uid}/logins"), Some(&admin.access))
+        .await;
+    assert_eq!(listing.json["meta"]["pagingInfo"]["total"], 3);
+}
+
+#[tokio::test]
+async fn names_and_descriptions_refuse_invisible_characters() {
+    let server = start(MemoryStore::new()).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let uid = server.admin_uid.clone();
+    for name in [
+        "ad\u{202E}nimda",
+        "admin\u{200B}",
+        "a\u{2066}b",
+        "tab\tname",
+    ] {
+        let reply = server
+            .call(
+                Method::POST,
+                "/api/v3/users",
+                Some(&admin.access),
+                Body::Json(
+                    json!({ "userName": name, "credentials": { "password": "long enough" } }),
+                ),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{name:?}");
+        assert_eq!(reply.error()["propertyName"], "userName");
+        let reply = server
+            .call(
+                Method::POST,
+                "/api/v3/organizations/companies",
+                Some(&admin.access),
+                Body::Json(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{name:?}");
+    }
+    for description in ["%E2%80%AEexe", "zero%E2%80%8Bwidth", "line%0Abreak"] {
+        let reply = server
+            .post(
+                &format!("/api/v3/users/{uid}/logins/apikey?description={description}&scopes=rest"),
+                Some(&admin.access),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{description}");
+        assert_eq!(reply.error()["parameterName"], "description");
+    }
+}
+
+/// What a client generated from VSPC's OpenAPI 3.6 reads: required properties are not optional
+/// and enums are closed, so an answer of another shape fails to decode.
+mod vspc {
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub(super) struct User {
+        pub(super) instance_uid: String,
+        pub(super) organization_uid: String,
+        pub(super) user_name: String,
+        pub(super) status: UserStatus,
+        pub(super) role: UserRole,
+        pub(super) profile: UserProfile,
+        pub(super) credentials: Option<Credentials>,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    pub(super) enum UserStatus {
+        Unknown,
+        Enabled,
+        Disabled,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    pub(super) enum UserRole {
+        Unknown,
+        PortalAdministrator,
+        PortalOperator,
+        PortalReadonlyOperator,
+        SiteAdministrator,
+        CompanyLocationAdministrator,
+        CompanyLocationUser,
+        CompanyOwner,
+        CompanyAdministrator,
+        CompanyInvoiceAuditor,
+        CompanySubtenant,
+        ResellerOwner,
+        ResellerOperator,
+        ResellerUser,
+        ResellerInvoiceAuditor,
+        ResellerAdministrator,
+        CompanyTenant,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    pub(super) struct UserProfile {
+        pub(super) first_name: Option<String>,
+        pub(super) last_name: Option<String>,
+        pub(super) title: Title,
+        pub(super) email: Option<String>,
+        pub(super) address: Option<String>,
+        pub(super) phone: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    pub(super) enum Title {
+        Unknown,
+        Mr,
+        Miss,
+        Mrs,
+        Ms,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub(super) struct Credentials {
+        pub(super) user_name: String,
+        pub(super) password: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub(super) struct Company {
+        pub(super) instance_uid: String,
+        pub(super) name: String,
+        pub(super) status: CompanyStatus,
+        pub(super) subscription_plan_uid: Option<String>,
+        pub(super) is_rest_access_enabled: bool,
+        pub(super) owner_credentials: Credentials,
+        #[serde(rename = "_embedded")]
+        pub(super) embedded: Embedded,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    pub(super) enum CompanyStatus {
+        Unknown,
+        Active,
+        Disabled,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub(super) struct Embedded {
+        pub(super) organization: Organization,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub(super) struct Organization {
+        pub(super) name: String,
+        pub(super) alias: Option<String>,
+        pub(super) tax_id: Option<String>,
+        pub(super) city: Option<String>,
+        pub(super) state: Option<i32>,
+    }
+
+    /// `{"data": T, "meta": …}`.
+    #[derive(Debug, Deserialize)]
+    pub(super) struct Envelope<T> {
+        pub(super) data: T,
+    }
+}
+
+#[tokio::test]
+async fn a_vspc_client_creates_a_user_and_a_company_and_reads_them_back() {
+    let server = start(MemoryStore::new()).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let decode = |reply: &Reply| reply.json.clone();
+
+    // CreateCompany: CompanyInput, with the owner it creates.
+    let reply = server
+        .call(
+            Method::POST,
+            "/api/v3/organizations/companies",
+            Some(&admin.access),
+            Body::Json(json!({
+                "organizationInput": {
+                    "name": "Exon", "alias": "exon", "taxId": "DE123", "email": "it@exon.example",
+                    "phone": "301 329 9338", "country": 1, "state": 5, "city": "Springfield",
+                    "street": "1 Main St", "zipCode": "12345", "website": "exon.example",
+                    "notes": "customer since 2020"
+                },
+                "subscriptionPlanUid": null,
+                "isRestAccessEnabled": true,
+                "isAlarmDetectEnabled": false,
+                "ownerCredentials": { "userName": "exon-owner", "password": "Password1 long" }
+            })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    let created: vspc::Envelope<vspc::Company> = serde_json::from_value(decode(&reply)).unwrap();
+    let company = created.data;
+    assert_eq!(company.name, "Exon");
+    assert_eq!(company.status, vspc::CompanyStatus::Active);
+    assert!(company.is_rest_access_enabled);
+    assert_eq!(company.subscription_plan_uid, None);
+    assert_eq!(company.owner_credentials.user_name, "exon-owner");
+    assert_eq!(company.owner_credentials.password, None);
+    assert_eq!(company.embedded.organization.alias.as_deref(), Some("exon"));
+    assert_eq!(company.embedded.organization.state, Some(5));
+    let reply = server
+        .get(
+            &format!("/api/v3/organizations/companies/{}", company.instance_uid),
+            Some(&admin.access),
+        )
+        .await;
+    let read: vspc::Envelope<vspc::Company> = serde_json::from_value(decode(&reply)).unwrap();
+    assert_eq!(
+        read.data.embedded.organization.tax_id.as_deref(),
+        Some("DE123")
+    );
+    assert_eq!(
+        read.data.embedded.organization.city.as_deref(),
+        Some("Springfield")
+    );
+    assert_eq!(read.data.embedded.organization.name, "Exon");
+
+    // The owner logs in as a company owner.
+    let owner = server.login("exon-owner", "Password1 long").await;
+    let reply = server.get("/api/v3/users/me", Some(&owner.access)).await;
+    let me: vspc::Envelope<vspc::User> = serde_json::from_value(decode(&reply)).unwrap();
+    assert_eq!(me.data.role, vspc::UserRole::CompanyOwner);
+    assert_eq!(me.data.organization_uid, company.instance_uid);
+
+    // CreateUser: UserInput.
+    let reply = server
+        .call(
+            Method::POST,
+            "/api/v3/users",
+            Some(&owner.access),
+            Body::Json(json!({
+                "organizationUid": company.instance_uid,
+                "role": "CompanyAdministrator",
+                "mfaPolicyStatus": "Disabled",
+                "profile": {
+                    "firstName": "John", "lastName": "Brown", "title": "Mr",
+                    "email": "j.brown@exon.example", "address": null, "phone": "301 329 9338"
+                },
+                "credentials": { "userName": "jbrown", "password": "Password1 long" }
+            })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    let created: vspc::Envelope<vspc::User> = serde_json::from_value(decode(&reply)).unwrap();
+    let user = created.data;
+    assert_eq!(user.user_name, "jbrown");
+    assert_eq!(user.status, vspc::UserStatus::Enabled);
+    assert_eq!(user.role, vspc::UserRole::CompanyAdministrator);
+    assert_eq!(user.profile.title, vspc::Title::Mr);
+    assert_eq!(user.credentials.as_ref().unwrap().user_name, "jbrown");
+    assert_eq!(user.credentials.as_ref().unwrap().password, None);
+    let reply = server
+        .get(
+            &format!("/api/v3/users/{}", user.instance_uid),
+            Some(&owner.access),
+        )
+        .await;
+    let read: vspc::Envelope<vspc::User> = serde_json::from_value(decode(&reply)).unwrap();
+    assert_eq!(read.data.profile, user.profile);
+    assert_eq!(
+        read.data.profile.email.as_deref(),
+        Some("j.brown@exon.example")
+    );
+
+    // PatchUser: JSON Patch on the profile, as VSPC's example sends it.
+    let reply = server
+        .patch(
+            &format!("/api/v3/users/{}", user.instance_uid),
+            Some(&owner.access),
+            json!([
+                { "value": "Jack", "path": "/profile/firstName", "op": "replace" },
+                { "value": "Smith", "path": "/profile/lastName", "op": "replace" }
+            ]),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    let patched: vspc::Envelope<vspc::User> = serde_json::from_value(decode(&reply)).unwrap();
+    assert_eq!(patched.data.profile.first_name.as_deref(), Some("Jack"));
+    assert_eq!(patched.data.profile.last_name.as_deref(), Some("Smith"));
+    assert_eq!(patched.data.profile.phone.as_deref(), Some("301 329 9338"));
+
+    // GetUsers: the owner sees the users of their company.
+    let reply = server.get("/api/v3/users", Some(&owner.access)).await;
+    let all: vspc::Envelope<Vec<vspc::User>> = serde_json::from_value(decode(&reply)).unwrap();
+    let mut names: Vec<&str> = all.data.iter().map(|u| u.user_name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["exon-owner", "jbrown"]);
 }

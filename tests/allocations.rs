@@ -171,6 +171,7 @@ impl KeyStore for Synthetic {
                 user_status: Status::Enabled,
                 company_status: Status::Enabled,
                 created: time::OffsetDateTime::UNIX_EPOCH,
+                status_locked: false,
             })
             .collect();
         Ok(Page {

@@ -27,7 +27,8 @@ use time::macros::datetime;
 use time::OffsetDateTime;
 use tower_api_key::key::{KeyFormat, SecretDigest};
 use tower_api_key::store::{
-    AccountStore, Company, KeyRecord, KeyUpdate, ListQuery, RefreshToken, Role, SortField, User,
+    AccountStore, ChangeEvent, Company, CompanyProfile, KeyRecord, KeyUpdate, ListQuery,
+    RefreshToken, RefreshUse, Role, SortField, User, UserProfile,
 };
 use tower_api_key::{
     KeyId, KeyRing, KeyStore, MemoryStore, NewKey, Owner, PostgresStore, RedisStore, Scope, Scopes,
@@ -237,6 +238,7 @@ fn record(raw: u64, owner: Owner, description: &str, created: OffsetDateTime) ->
         user_status: Status::Enabled,
         company_status: Status::Enabled,
         created,
+        status_locked: false,
     }
 }
 
@@ -246,13 +248,15 @@ fn account(uid: &str, name: &str, company: &str, status: Status) -> User {
         user_name: name.to_owned(),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
         role: if name.starts_with("admin") {
-            Role::Administrator
+            Role::PortalAdministrator
         } else {
-            Role::User
+            Role::CompanyLocationUser
         },
         company_id: company.to_owned(),
         status,
         created: datetime!(2024-01-01 0:00:00.123456789 UTC),
+        profile: Default::default(),
+        token_generation: 0,
     }
 }
 
@@ -261,6 +265,8 @@ fn company(uid: &str, name: &str, status: Status) -> Company {
         uid: uid.to_owned(),
         name: name.to_owned(),
         status,
+        profile: Default::default(),
+        token_generation: 0,
     }
 }
 
@@ -707,7 +713,7 @@ async fn accounts_and_refresh_tokens_behave_like_the_reference<B: Backend>(backe
     for (offset, limit) in [(0, 10), (1, 2), (3, 5), (9, 1), (0, 0)] {
         let (got, want) = both(&store, &reference, |s| async move {
             (
-                s.list_users(offset, limit).await.expect("listed"),
+                s.list_users(None, offset, limit).await.expect("listed"),
                 s.list_companies(offset, limit).await.expect("listed"),
             )
         })
@@ -715,21 +721,81 @@ async fn accounts_and_refresh_tokens_behave_like_the_reference<B: Backend>(backe
         assert_eq!(got, want, "{}: page {offset}+{limit}", B::NAME);
     }
 
-    let token = |byte: u8, uid: &str| RefreshToken {
+    for company in ["c-1", "c-4", "c-9"] {
+        let (got, want) = both(&store, &reference, |s| async move {
+            s.list_users(Some(company), 0, 10).await.expect("listed")
+        })
+        .await;
+        assert_eq!(got, want, "{}: users of {company}", B::NAME);
+    }
+
+    // Profiles round trip, and replace what was there.
+    let user_profile = UserProfile {
+        first_name: Some("Zoë".into()),
+        title: Some("Ms".into()),
+        email: Some("zoe@example.com".into()),
+        ..UserProfile::default()
+    };
+    let company_profile = CompanyProfile {
+        alias: Some("emile".into()),
+        state: Some(5),
+        is_rest_access_enabled: true,
+        owner_user_name: Some("zoë".into()),
+        ..CompanyProfile::default()
+    };
+    for uid in ["u-4", "u-9"] {
+        let (got, want) = both(&store, &reference, |s| {
+            let p = user_profile.clone();
+            async move { s.update_user_profile(uid, p).await.expect("updated") }
+        })
+        .await;
+        assert_eq!(got, want, "{}: profile of {uid}", B::NAME);
+    }
+    for uid in ["c-4", "c-9"] {
+        let (got, want) = both(&store, &reference, |s| {
+            let p = company_profile.clone();
+            async move { s.update_company_profile(uid, p).await.expect("updated") }
+        })
+        .await;
+        assert_eq!(got, want, "{}: profile of {uid}", B::NAME);
+    }
+    let read = store.user("u-4").await.expect("read").expect("exists");
+    assert_eq!(read.profile, user_profile, "{}", B::NAME);
+    let read = store.company("c-4").await.expect("read").expect("exists");
+    assert_eq!(read.profile, company_profile, "{}", B::NAME);
+
+    let token = |byte: u8, uid: &str, family: &str| RefreshToken {
         digest: SecretDigest::from_bytes([byte; 32]),
         user_uid: uid.to_owned(),
         read_only: byte % 2 == 0,
         expires: datetime!(2030-01-01 0:00:00.5 +01:00),
+        family: family.to_owned(),
+        user_generation: u64::from(byte),
+        company_generation: 3,
     };
     for s in [&store as &dyn Stores, &reference] {
-        s.put_refresh_token(token(1, "u-1")).await.expect("put");
-        s.put_refresh_token(token(2, "u-1")).await.expect("put");
-        s.put_refresh_token(token(3, "u-2")).await.expect("put");
+        s.put_refresh_token(token(1, "u-1", "a"))
+            .await
+            .expect("put");
+        s.put_refresh_token(token(2, "u-1", "a"))
+            .await
+            .expect("put");
+        s.put_refresh_token(token(3, "u-2", "b"))
+            .await
+            .expect("put");
         // The same digest again replaces the token, owner included.
-        s.put_refresh_token(token(3, "u-3")).await.expect("put");
+        s.put_refresh_token(token(3, "u-3", "c"))
+            .await
+            .expect("put");
+        s.put_refresh_token(token(4, "u-2", "d"))
+            .await
+            .expect("put");
+        s.put_refresh_token(token(5, "u-1", "e"))
+            .await
+            .expect("put");
     }
-    let calls: [(&str, u8); 3] = [("take", 1), ("take", 1), ("take", 9)];
-    for (_, byte) in calls {
+    // The first use is fresh, the next a replay; an unknown token is none.
+    for byte in [1, 1, 9, 3, 2] {
         let digest = SecretDigest::from_bytes([byte; 32]);
         let (got, want) = both(&store, &reference, |s| async move {
             s.take_refresh_token(&digest).await.expect("take")
@@ -737,13 +803,85 @@ async fn accounts_and_refresh_tokens_behave_like_the_reference<B: Backend>(backe
         .await;
         assert_eq!(got, want, "{}: take {byte}", B::NAME);
     }
-    for uid in ["u-1", "u-2", "u-3", "u-3"] {
+    // A family goes whole, and only it.
+    for family in ["a", "a", "z"] {
         let (got, want) = both(&store, &reference, |s| async move {
-            s.revoke_refresh_tokens(uid).await.expect("revoke")
+            s.revoke_refresh_family(family).await.expect("revoke")
         })
         .await;
-        assert_eq!(got, want, "{}: revoke {uid}", B::NAME);
+        assert_eq!(got, want, "{}: revoke family {family}", B::NAME);
     }
+    let digest = SecretDigest::from_bytes([2; 32]);
+    assert_eq!(store.take_refresh_token(&digest).await.expect("take"), None);
+
+    // Revoking a user's tokens moves their generation and removes their refresh tokens only;
+    // every node hears of it.
+    let mut changes = store.subscribe();
+    if let Some(changes) = changes.as_mut() {
+        // A network store's stream says `Resync` once it listens, and hears what is published
+        // after that; the memory store's listens at once and says nothing.
+        let next = std::future::poll_fn(|cx| changes.as_mut().poll_next(cx));
+        let first = tokio::time::timeout(Duration::from_secs(3), next).await;
+        assert!(
+            matches!(first, Ok(Some(ChangeEvent::Resync)) | Err(_)),
+            "{}: {first:?}",
+            B::NAME
+        );
+    }
+    for uid in ["u-1", "u-1", "u-9"] {
+        let (got, want) = both(&store, &reference, |s| async move {
+            s.revoke_user_tokens(uid).await.expect("revoke")
+        })
+        .await;
+        assert_eq!(got, want, "{}: revoke tokens of {uid}", B::NAME);
+    }
+    let read = store.user("u-1").await.expect("read").expect("exists");
+    assert_eq!(read.token_generation, 2, "{}", B::NAME);
+    for (byte, left) in [(5, false), (4, true)] {
+        let digest = SecretDigest::from_bytes([byte; 32]);
+        let taken = store.take_refresh_token(&digest).await.expect("take");
+        assert_eq!(taken.is_some(), left, "{}: token {byte}", B::NAME);
+    }
+    for id in ["c-2", "c-9"] {
+        let (got, want) = both(&store, &reference, |s| async move {
+            s.revoke_company_tokens(id).await.expect("revoke")
+        })
+        .await;
+        assert_eq!(got, want, "{}: revoke tokens of {id}", B::NAME);
+    }
+    let read = store.company("c-2").await.expect("read").expect("exists");
+    assert_eq!(read.token_generation, 1, "{}", B::NAME);
+    if let Some(changes) = changes.as_mut() {
+        let mut heard = (false, false);
+        while heard != (true, true) {
+            let next = std::future::poll_fn(|cx| changes.as_mut().poll_next(cx));
+            let event = tokio::time::timeout(Duration::from_secs(5), next)
+                .await
+                .unwrap_or_else(|_| panic!("{}: revocation not published", B::NAME))
+                .expect("stream open");
+            match event {
+                ChangeEvent::User { user_uid, .. } if user_uid == "u-1" => heard.0 = true,
+                ChangeEvent::Company { company_id, .. } if company_id == "c-2" => heard.1 = true,
+                _ => {}
+            }
+        }
+    }
+
+    // Two uses at once: exactly one is fresh.
+    store
+        .put_refresh_token(token(8, "u-2", "race"))
+        .await
+        .expect("put");
+    let digest = SecretDigest::from_bytes([8; 32]);
+    let (a, b) = tokio::join!(
+        store.take_refresh_token(&digest),
+        store.take_refresh_token(&digest)
+    );
+    let fresh = [a.expect("take"), b.expect("take")]
+        .into_iter()
+        .filter(|u| matches!(u, Some(RefreshUse::Fresh(_))))
+        .count();
+    assert_eq!(fresh, 1, "{}", B::NAME);
 }
 
 // --- Revocation ----------------------------------------------------------------------------------

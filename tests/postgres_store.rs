@@ -43,6 +43,7 @@ fn key(raw: u64) -> KeyRecord {
         user_status: Status::Enabled,
         company_status: Status::Enabled,
         created: datetime!(2024-05-01 12:00:00.123456789 UTC),
+        status_locked: false,
     }
 }
 
@@ -112,7 +113,7 @@ async fn migrations_run_once_in_their_own_schema_and_a_newer_schema_is_refused()
             .fetch_all(&mut conn)
             .await
             .expect("versions");
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     let public: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
     )
@@ -189,6 +190,9 @@ async fn corrupt_rows_are_reported_as_corrupt_and_name_the_key() {
             user_uid: "u-alice".into(),
             read_only: false,
             expires: datetime!(2030-01-01 0:00 UTC),
+            family: "f".into(),
+            user_generation: 0,
+            company_generation: 0,
         })
         .await
         .expect("stored");

@@ -33,6 +33,7 @@ fn key(raw: u64) -> KeyRecord {
         user_status: Status::Enabled,
         company_status: Status::Enabled,
         created: datetime!(2024-05-01 12:00:00.123456789 UTC),
+        status_locked: false,
     }
 }
 

@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use time::macros::datetime;
 use tower_api_key::key::SecretDigest;
 use tower_api_key::store::{
-    AccountStore, Company, KeyRecord, KeyUpdate, ListQuery, Page, RefreshToken, Role, SortField,
-    User,
+    AccountStore, Company, KeyRecord, KeyUpdate, ListQuery, Page, RefreshToken, RefreshUse, Role,
+    SortField, User,
 };
 use tower_api_key::{KeyRing, NewKey, Owner, Scope, Scopes, SqliteStore, Status, VerifyError};
 
@@ -67,10 +67,12 @@ fn account(user: &str, company: &str) -> User {
         uid: format!("u-{user}"),
         user_name: user.to_owned(),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
-        role: Role::User,
+        role: Role::CompanyLocationUser,
         company_id: format!("c-{company}"),
         status: Status::Enabled,
         created: datetime!(2024-01-01 0:00 UTC),
+        profile: Default::default(),
+        token_generation: 0,
     }
 }
 
@@ -79,6 +81,8 @@ fn company(name: &str) -> Company {
         uid: format!("c-{name}"),
         name: name.to_owned(),
         status: Status::Enabled,
+        profile: Default::default(),
+        token_generation: 0,
     }
 }
 
@@ -431,7 +435,7 @@ async fn accounts_and_refresh_tokens_survive_a_restart() {
             .await
             .expect("created");
         let mut admin = account("root", "Alpha");
-        admin.role = Role::Administrator;
+        admin.role = Role::PortalAdministrator;
         store.create_user(admin).await.expect("created");
         store
             .create_user(account("alice", "Alpha"))
@@ -448,6 +452,9 @@ async fn accounts_and_refresh_tokens_survive_a_restart() {
                 user_uid: "u-alice".into(),
                 read_only: true,
                 expires: datetime!(2030-06-01 12:00 UTC),
+                family: "f".into(),
+                user_generation: 0,
+                company_generation: 0,
             })
             .await
             .expect("stored");
@@ -457,11 +464,11 @@ async fn accounts_and_refresh_tokens_survive_a_restart() {
     let companies = store.list_companies(0, 10).await.expect("listed");
     assert_eq!(companies.total, 2);
     assert_eq!(companies.items[0].name, "Alpha");
-    let users = store.list_users(1, 10).await.expect("listed");
+    let users = store.list_users(None, 1, 10).await.expect("listed");
     assert_eq!(users.total, 2);
     assert_eq!(users.items.len(), 1);
     assert_eq!(users.items[0].user_name, "root");
-    assert_eq!(users.items[0].role, Role::Administrator);
+    assert_eq!(users.items[0].role, Role::PortalAdministrator);
     let alice = store
         .user_by_name("alice")
         .await
@@ -470,18 +477,18 @@ async fn accounts_and_refresh_tokens_survive_a_restart() {
     assert_eq!(alice, account("alice", "Alpha"));
     assert_eq!(store.user_by_name("Alice").await.expect("read"), None);
 
-    let token = store
-        .take_refresh_token(&digest)
-        .await
-        .expect("taken")
-        .expect("stored");
+    let Some(RefreshUse::Fresh(token)) = store.take_refresh_token(&digest).await.expect("taken")
+    else {
+        panic!("the stored token is fresh");
+    };
     assert_eq!(token.user_uid, "u-alice");
     assert!(token.read_only);
     assert_eq!(token.expires, datetime!(2030-06-01 12:00 UTC));
-    assert_eq!(
+    // Used once, it is kept to recognise a replay.
+    assert!(matches!(
         store.take_refresh_token(&digest).await.expect("taken"),
-        None
-    );
+        Some(RefreshUse::Replayed(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 use super::password::{self, HashError};
 use crate::identity::Status;
-use crate::store::{AccountStore, Company, Role, StoreError, User};
+use crate::store::{AccountStore, Company, CompanyProfile, Role, StoreError, User, UserProfile};
 
 /// Login name of the administrator [`bootstrap_admin`] creates.
 pub const ADMIN_USER_NAME: &str = "admin";
@@ -121,7 +121,7 @@ impl From<HashError> for BootstrapError {
 }
 
 /// Makes sure the administrator exists: the company [`DEFAULT_COMPANY_NAME`] and the user
-/// [`ADMIN_USER_NAME`] with [`Role::Administrator`].
+/// [`ADMIN_USER_NAME`] with [`Role::PortalAdministrator`].
 ///
 /// When `admin` exists, nothing is changed (not even its password). Otherwise it is created with
 /// `password`, or with a generated one that [`Bootstrap::generated_password`] returns once.
@@ -145,10 +145,12 @@ pub async fn bootstrap_admin(
         uid: uuid::Uuid::new_v4().to_string(),
         user_name: ADMIN_USER_NAME.to_owned(),
         password_hash: password::hash(secret).await?,
-        role: Role::Administrator,
+        role: Role::PortalAdministrator,
         company_id: company_id.clone(),
         status: Status::Enabled,
         created: OffsetDateTime::now_utc(),
+        profile: UserProfile::default(),
+        token_generation: 0,
     };
     match accounts.create_user(user.clone()).await {
         Ok(()) => Ok(Bootstrap {
@@ -184,6 +186,8 @@ async fn default_company(accounts: &dyn AccountStore) -> Result<String, StoreErr
         uid: uuid::Uuid::new_v4().to_string(),
         name: DEFAULT_COMPANY_NAME.to_owned(),
         status: Status::Enabled,
+        profile: CompanyProfile::default(),
+        token_generation: 0,
     };
     match accounts.create_company(company.clone()).await {
         Ok(()) => Ok(company.uid),
@@ -227,7 +231,7 @@ mod tests {
             .await
             .expect("store")
             .expect("exists");
-        assert_eq!(user.role, Role::Administrator);
+        assert_eq!(user.role, Role::PortalAdministrator);
         assert_eq!(user.uid, first.user_uid());
 
         let second = bootstrap_admin(&store, Some("another password"))

@@ -2,49 +2,88 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryPairs};
+use super::input;
 use super::model::{collection, data, CompanyBody};
+use super::password;
 use super::patch::{self, settable_status};
 use super::query::paging;
+use super::rights::Act;
 use super::state::{AppState, Caller};
-use super::users::valid_name;
+use super::users;
 use crate::identity::Status;
-use crate::store::Company;
+use crate::store::{ChangeEvent, Company, Role, UserProfile};
 
 const COMPANY_UID: &str = "companyUid";
 
-/// `POST /organizations/companies` (administrators): `{"name": "…", "status": "enabled"|"disabled"}`.
+/// `POST /organizations/companies` (portal administrators and operators): VSPC's `CompanyInput`,
+/// `{"organizationInput": {"name", …}, "ownerCredentials": {"userName", "password"}, …}`, which
+/// also creates the company's `CompanyOwner`; or earlier versions' `{"name", "status"}`, which
+/// creates the company alone.
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    caller.require_admin()?;
-    let Value::Object(body) = body else {
-        return Err(ApiError::bad_body(
-            "The request body must be a JSON object.",
-        ));
+    caller.require_company("", Act::Manage)?;
+    let body = input::object(body)?;
+    let organization = input::object_property(&body, "organizationInput")?;
+    let (name, mut profile) = match organization {
+        Some(organization) => (
+            input::company_name(input::string_property(organization, "name")?)?,
+            input::company_profile(organization, &body)?,
+        ),
+        None => (
+            input::company_name(input::string_property(&body, "name")?)?,
+            input::company_profile(&Map::new(), &body)?,
+        ),
     };
-    let name = match body.get("name") {
-        Some(Value::String(name)) if valid_name(name) => name.clone(),
-        _ => {
+    let owner = match input::object_property(&body, "ownerCredentials")? {
+        Some(_) => {
+            let owner = input::credentials(&body, "ownerCredentials", None)?;
+            if password::check_policy(&owner.password).is_err() {
+                return Err(ApiError::bad_property(
+                    "ownerCredentials.password",
+                    "The password must be 8 to 1024 characters.",
+                ));
+            }
+            // The owner opens every scope a login does: so must whoever creates them.
+            caller.require_may_create(Role::CompanyOwner, "")?;
+            if state
+                .accounts
+                .user_by_name(&owner.user_name)
+                .await?
+                .is_some()
+            {
+                return Err(ApiError::conflict(
+                    owner.name_property,
+                    "A user with this user name already exists.",
+                ));
+            }
+            Some(owner)
+        }
+        None if organization.is_some() => {
             return Err(ApiError::bad_property(
-                "name",
-                "name is required: 1 to 128 characters without control characters or surrounding spaces.",
+                "ownerCredentials",
+                "ownerCredentials is required.",
             ))
         }
+        None => None,
     };
     let status = match body.get("status") {
         None | Some(Value::Null) => Status::Enabled,
         Some(v) => settable_status(v)?,
     };
+    profile.owner_user_name = owner.as_ref().map(|o| o.user_name.clone());
     let company = Company {
         uid: uuid::Uuid::new_v4().to_string(),
         name,
         status,
+        profile,
+        token_generation: 0,
     };
     state
         .accounts
@@ -57,19 +96,30 @@ pub(crate) async fn create(
                 ApiError::from(e)
             }
         })?;
+    if let Some(owner) = owner {
+        users::new_user(
+            &state,
+            owner,
+            Role::CompanyOwner,
+            company.uid.clone(),
+            UserProfile::default(),
+            Status::Enabled,
+        )
+        .await?;
+    }
     #[cfg(feature = "tracing")]
     tracing::info!(company_uid = %company.uid, by = %caller.user.uid, "company created");
     Ok(data(CompanyBody::from(&company)))
 }
 
-/// `GET /organizations/companies`: administrators see every company, others their own.
+/// `GET /organizations/companies`: portal roles see every company, others their own.
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
     let paging = paging(&query)?;
-    let (companies, total) = if caller.is_admin() {
+    let (companies, total) = if caller.reads_everyone() {
         let page = state
             .accounts
             .list_companies(paging.offset, paging.limit)
@@ -90,38 +140,35 @@ pub(crate) async fn list(
     Ok(collection(&companies, total, paging.offset))
 }
 
-/// `GET /organizations/companies/{companyUid}`: administrators, or members of the company.
+/// `GET /organizations/companies/{companyUid}`: portal roles, or users of the company.
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
     path: PathParams,
 ) -> Result<Response, ApiError> {
     let uid = path.get(COMPANY_UID)?;
-    if !caller.is_admin() && caller.user.company_id != uid {
-        return Err(ApiError::forbidden(
-            "Only administrators and members of the company may read it.",
-        ));
-    }
+    caller.require_company(uid, Act::Read)?;
     let company = state.company_or_404(uid, COMPANY_UID).await?;
     Ok(data(CompanyBody::from(&company)))
 }
 
-/// `PATCH /organizations/companies/{companyUid}` (administrators): JSON Patch `replace` on `/status`.
-/// Every key of every user of the company follows at once (`disabledDueToCompany`).
+/// `PATCH /organizations/companies/{companyUid}` (portal administrators and operators): JSON Patch
+/// `replace` on `/status`. Disabling a company disables every key of its users at once
+/// (`disabledDueToCompany`) and ends their access and refresh tokens for good.
 pub(crate) async fn patch(
     State(state): State<AppState>,
     caller: Caller,
     path: PathParams,
     JsonBody(document): JsonBody,
 ) -> Result<Response, ApiError> {
-    caller.require_admin()?;
     let uid = path.get(COMPANY_UID)?;
+    caller.require_company(uid, Act::Manage)?;
     let status = patch::status_only(document)?;
     let company = state.company_or_404(uid, COMPANY_UID).await?;
     let Some(status) = status else {
         return Ok(data(CompanyBody::from(&company)));
     };
-    // Administrators cannot lock themselves out: nobody could undo it through the API.
+    // Nobody locks themselves out: nobody else might be able to undo it.
     if uid == caller.user.company_id && !status.is_enabled() {
         return Err(ApiError::bad_property(
             "status",
@@ -129,6 +176,13 @@ pub(crate) async fn patch(
         ));
     }
     state.ring.set_company_status(uid, status).await?;
+    if !status.is_enabled() {
+        state.accounts.revoke_company_tokens(uid).await?;
+        state.ring.apply(&ChangeEvent::Company {
+            company_id: uid.to_owned(),
+            status: Status::Unknown,
+        });
+    }
     #[cfg(feature = "tracing")]
     tracing::info!(company_uid = uid, status = status.as_str(), by = %caller.user.uid, "company status changed");
     let company = state.company_or_404(uid, COMPANY_UID).await?;

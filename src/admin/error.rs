@@ -106,6 +106,14 @@ impl ApiError {
         Self::forbidden(message).parameter(name)
     }
 
+    /// 403 naming the body property whose value the caller may not set.
+    pub(crate) fn forbidden_property(
+        name: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self::forbidden(message).property(name)
+    }
+
     /// 409: a unique property is already taken.
     pub(crate) fn conflict(name: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message).property(name)

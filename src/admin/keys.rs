@@ -8,12 +8,13 @@ use super::extract::{JsonBody, PathParams, QueryPairs};
 use super::model::{collection, data};
 use super::patch::{self, settable_status};
 use super::query::key_query;
+use super::rights::Act;
 use super::state::{AppState, Caller, Shared};
 use crate::identity::UserLogin;
 use crate::key::KeyId;
 use crate::ring::{validate_description, IssueError, NewKey};
 use crate::scope::{Scope, Scopes};
-use crate::store::{KeyRecord, KeyUpdate, Owner};
+use crate::store::{KeyRecord, KeyUpdate, ListQuery, Owner};
 
 const USER_UID: &str = "userUid";
 const LOGIN_ID: &str = "userLoginId";
@@ -26,19 +27,18 @@ pub(crate) async fn create(
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
     let user_uid = path.get(USER_UID)?;
-    caller.require_self_or_admin(user_uid)?;
+    let user = caller
+        .user_to(&state, user_uid, Act::Manage, USER_UID)
+        .await?;
 
     // Every parameter is checked before anything is written.
     let description = query
         .single("description")?
         .ok_or_else(|| ApiError::bad_parameter("description", "description is required."))?;
-    validate_description(description).map_err(|_| {
-        ApiError::bad_parameter(
-            "description",
-            "description must be 1 to 128 characters without <, > or =.",
-        )
-    })?;
+    validate_description(description).map_err(|_| bad_description_parameter())?;
     let scopes = parse_scopes(&query)?;
+    // A key of a read-only role reads only, whatever was asked.
+    let read_only = query.flag("isReadAccessOnly", false)? || user.role.is_read_only();
     // A key never opens more than the identity that creates it.
     if !caller.identity.scopes().contains_all(scopes) {
         return Err(ApiError::forbidden_parameter(
@@ -46,9 +46,29 @@ pub(crate) async fn create(
             "A key cannot be given scopes the caller does not hold.",
         ));
     }
-    let read_only = query.flag("isReadAccessOnly", false)?;
+    caller.require_covers(scopes, read_only)?;
 
-    let user = state.user_or_404(user_uid, USER_UID).await?;
+    // One creation per user at a time on this node, so concurrent requests cannot both pass the
+    // count.
+    let _guard = state.key_creation_lock(&user.uid).lock().await;
+    let held = state
+        .ring
+        .list(&ListQuery {
+            user_uid: Some(user.uid.clone()),
+            limit: 1,
+            ..ListQuery::default()
+        })
+        .await?
+        .total;
+    if held >= state.max_keys_per_user {
+        return Err(ApiError::conflict(
+            USER_UID,
+            format!(
+                "The user already has {held} API keys, the most allowed ({}).",
+                state.max_keys_per_user
+            ),
+        ));
+    }
     let company_name = state
         .accounts
         .company(&user.company_id)
@@ -71,10 +91,7 @@ pub(crate) async fn create(
         )
         .await
         .map_err(|e| match e {
-            IssueError::InvalidDescription => ApiError::bad_parameter(
-                "description",
-                "description must be 1 to 128 characters without <, > or =.",
-            ),
+            IssueError::InvalidDescription => bad_description_parameter(),
             IssueError::Store(e) => ApiError::from(e),
             _ => ApiError::unavailable(),
         })?;
@@ -83,6 +100,17 @@ pub(crate) async fn create(
     // The only response that ever carries the key.
     let (login, _key) = issued.login_with_key();
     Ok(no_store(data(login)))
+}
+
+const DESCRIPTION_RULE: &str =
+    "description must be 1 to 128 characters without <, >, =, control or format characters.";
+
+fn bad_description_parameter() -> ApiError {
+    ApiError::bad_parameter("description", DESCRIPTION_RULE)
+}
+
+fn bad_description_property() -> ApiError {
+    ApiError::bad_property("description", DESCRIPTION_RULE)
 }
 
 /// The scopes of a creation request: repeated `scopes=a&scopes=b`, a JSON array `scopes=["a","b"]`,
@@ -123,7 +151,7 @@ pub(crate) async fn list_all(
     caller: Caller,
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
-    let restrict = (!caller.is_admin()).then_some(caller.user.uid.as_str());
+    let restrict = (!caller.reads_everyone()).then_some(caller.user.uid.as_str());
     list(&state, &query, restrict).await
 }
 
@@ -135,8 +163,9 @@ pub(crate) async fn list_for_user(
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
     let user_uid = path.get(USER_UID)?;
-    caller.require_self_or_admin(user_uid)?;
-    state.user_or_404(user_uid, USER_UID).await?;
+    caller
+        .user_to(&state, user_uid, Act::Read, USER_UID)
+        .await?;
     list(&state, &query, Some(user_uid)).await
 }
 
@@ -163,9 +192,10 @@ async fn owned_key(
     state: &Shared,
     caller: &Caller,
     path: &PathParams,
+    act: Act,
 ) -> Result<KeyRecord, ApiError> {
     let user_uid = path.get(USER_UID)?;
-    caller.require_self_or_admin(user_uid)?;
+    caller.user_to(state, user_uid, act, USER_UID).await?;
     let raw = path.get(LOGIN_ID)?;
     let id: u64 = raw
         .parse()
@@ -187,7 +217,7 @@ pub(crate) async fn get(
     caller: Caller,
     path: PathParams,
 ) -> Result<Response, ApiError> {
-    let record = owned_key(&state, &caller, &path).await?;
+    let record = owned_key(&state, &caller, &path, Act::Read).await?;
     Ok(data(record.to_login()))
 }
 
@@ -198,21 +228,32 @@ pub(crate) async fn patch(
     path: PathParams,
     JsonBody(document): JsonBody,
 ) -> Result<Response, ApiError> {
-    let record = owned_key(&state, &caller, &path).await?;
+    let record = owned_key(&state, &caller, &path, Act::Manage).await?;
     let mut update = KeyUpdate::default();
     for op in patch::parse(document, &["status", "description"])? {
         match op.property {
-            "status" => update.status = Some(settable_status(&op.value)?),
+            "status" => {
+                let status = settable_status(&op.value)?;
+                if caller.user.uid == record.owner.user_uid {
+                    // A key someone above its owner disabled stays so until they say otherwise.
+                    if record.status_locked && status != record.status {
+                        return Err(ApiError::forbidden_property(
+                            "status",
+                            "The key's status was set by an administrator; only an administrator can change it.",
+                        ));
+                    }
+                } else {
+                    update.status_locked = Some(!status.is_enabled());
+                }
+                update.status = Some(status);
+            }
             _ => {
                 let description = op
                     .value
                     .as_str()
                     .filter(|d| validate_description(d).is_ok());
                 let Some(description) = description else {
-                    return Err(ApiError::bad_property(
-                        "description",
-                        "description must be 1 to 128 characters without <, > or =.",
-                    ));
+                    return Err(bad_description_property());
                 };
                 update.description = Some(description.to_owned());
             }
@@ -226,10 +267,7 @@ pub(crate) async fn patch(
         .update(record.id, update)
         .await
         .map_err(|e| match e {
-            IssueError::InvalidDescription => ApiError::bad_property(
-                "description",
-                "description must be 1 to 128 characters without <, > or =.",
-            ),
+            IssueError::InvalidDescription => bad_description_property(),
             IssueError::Store(e) => ApiError::from(e),
             _ => ApiError::unavailable(),
         })?
@@ -245,7 +283,7 @@ pub(crate) async fn delete(
     caller: Caller,
     path: PathParams,
 ) -> Result<Response, ApiError> {
-    let record = owned_key(&state, &caller, &path).await?;
+    let record = owned_key(&state, &caller, &path, Act::Manage).await?;
     if !state.ring.delete(record.id).await? {
         return Err(ApiError::not_found(
             LOGIN_ID,

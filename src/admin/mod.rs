@@ -30,21 +30,35 @@
 //! | endpoint | who | what |
 //! |---|---|---|
 //! | `POST /token` | anyone | form `grant_type=password` (`username`, `password`) or `grant_type=refresh_token` (`refresh_token`), optional `readOnly=true` → `{"access_token","token_type":"bearer","refresh_token","expires_in"}` |
-//! | `POST /users` | administrators | `{"userName","credentials":{"password"},"role","organizationUid","status"}` |
-//! | `GET /users` | anyone signed in | administrators: all users; others: themselves |
+//! | `POST /users` | who outranks the role | VSPC's `UserInput`: `{"organizationUid","role","profile":{…},"credentials":{"userName","password"}}` → `{"data": User}` |
+//! | `GET /users` | anyone signed in | portal roles: all users; company owners and administrators: their company's; others: themselves |
 //! | `GET /users/me` | anyone signed in | the caller's own user (its `instanceUid` is the `userUid` of the paths below) |
-//! | `GET /users/{userUid}` | self, administrators | one user |
-//! | `PATCH /users/{userUid}` | administrators | JSON Patch `replace` on `/status`: all the user's keys follow |
-//! | `DELETE /users/{userUid}/tokens` | self, administrators | revokes the user's refresh tokens |
-//! | `POST /organizations/companies` | administrators | `{"name","status"}` |
-//! | `GET /organizations/companies` | anyone signed in | administrators: all; others: their own |
-//! | `GET /organizations/companies/{companyUid}` | members, administrators | one company |
-//! | `PATCH /organizations/companies/{companyUid}` | administrators | JSON Patch `replace` on `/status`: all keys of its users follow |
-//! | `POST /users/{userUid}/logins/apikey` | self, administrators | `?description=…&scopes=…&isReadAccessOnly=…` → `{"data": UserLogin}` with the key in `parameters`, the only time it is shown |
-//! | `GET /users/logins` | anyone signed in | administrators: all keys; others: their own |
-//! | `GET /users/{userUid}/logins` | self, administrators | the user's keys |
-//! | `GET`, `PATCH`, `DELETE /users/{userUid}/logins/{userLoginId}` | self, administrators | one key; PATCH is JSON Patch `replace` on `/status` and `/description`; DELETE → `{"data": true}` |
+//! | `GET /users/{userUid}` | self, who may read them | one user |
+//! | `PATCH /users/{userUid}` | self (profile), who manages them | JSON Patch `replace` on `/status` and `/profile/…`: disabling ends all the user's keys at once and their tokens for good |
+//! | `DELETE /users/{userUid}/tokens` | self, who manages them | ends the user's access and refresh tokens, on every node |
+//! | `POST /organizations/companies` | portal administrators, operators | VSPC's `CompanyInput`: `{"organizationInput":{"name",…},"ownerCredentials":{"userName","password"},…}`, which also creates the `CompanyOwner` → `{"data": Company}` |
+//! | `GET /organizations/companies` | anyone signed in | portal roles: all; others: their own |
+//! | `GET /organizations/companies/{companyUid}` | portal roles, its users | one company |
+//! | `PATCH /organizations/companies/{companyUid}` | portal administrators, operators | JSON Patch `replace` on `/status`: all keys of its users follow, their tokens end |
+//! | `POST /users/{userUid}/logins/apikey` | self, who manages them | `?description=…&scopes=…&isReadAccessOnly=…` → `{"data": UserLogin}` with the key in `parameters`, the only time it is shown |
+//! | `GET /users/logins` | anyone signed in | portal roles: all keys; others: their own |
+//! | `GET /users/{userUid}/logins` | self, who may read them | the user's keys |
+//! | `GET`, `PATCH`, `DELETE /users/{userUid}/logins/{userLoginId}` | self, who manages them | one key; PATCH is JSON Patch `replace` on `/status` and `/description`; DELETE → `{"data": true}` |
 //! | `GET /health` | anyone | `{"status":"ok"}` |
+//!
+//! # Roles
+//!
+//! VSPC's: `PortalAdministrator`, `PortalOperator`, `PortalReadonlyOperator`, `CompanyOwner`,
+//! `CompanyAdministrator`, `CompanyLocationAdministrator`, `CompanyLocationUser`,
+//! `CompanyInvoiceAuditor`, `CompanySubtenant` (earlier versions' `administrator` and `user` are
+//! read as `PortalAdministrator` and `CompanyLocationUser`). Each acts on the roles below it in its
+//! reach (portal roles: every company; company roles: their own); read-only roles get read-only
+//! tokens and keys whatever they ask. Nobody creates a principal or credential stronger than
+//! themselves: a role at or above their own (portal administrators excepted), a key with scopes
+//! their credential lacks, or a user through a credential that opens less than that user's login
+//! (a `rest`-only key creates no users). A key whose status someone above its owner set can only
+//! be changed back by someone above its owner. A user holds at most
+//! [`Admin::with_max_keys_per_user`] keys (100 by default).
 //!
 //! `scopes` is taken as repeated parameters (`scopes=rest&scopes=integration`), as a JSON array
 //! (`scopes=["integration","rest"]`) or comma-separated; a key cannot get a scope its creator's
@@ -70,8 +84,11 @@
 //! # Disabled users and companies
 //!
 //! Disabling a user or a company disables every key they own before the call returns (their
-//! identities report `disabledDueToUser` / `disabledDueToCompany`), stops their access tokens at the
-//! next request, and refuses them new tokens. Re-enabling restores the keys.
+//! identities report `disabledDueToUser` / `disabledDueToCompany`), ends their access and refresh
+//! tokens for good, on every node, including behind [`Admin::layer`] in front of your own routes,
+//! and refuses them new tokens. Re-enabling restores the keys; tokens come only from a new login.
+//! A refresh token works once; presenting a used one again ends every token descended from the
+//! same login (RFC 9700 §4.14.2).
 
 use std::fmt;
 use std::sync::Arc;
@@ -92,11 +109,14 @@ mod bootstrap;
 mod companies;
 mod error;
 mod extract;
+mod input;
 mod keys;
 mod model;
 mod password;
 mod patch;
+mod principal;
 mod query;
+mod rights;
 mod state;
 mod token;
 mod users;
@@ -106,10 +126,12 @@ pub use bootstrap::{
 };
 
 use error::{json_response, ApiError};
+use principal::AccountTokens;
 use state::Shared;
 
 const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(3600);
 const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+const DEFAULT_MAX_KEYS_PER_USER: u64 = 100;
 /// Longer lifetimes would overflow date arithmetic long before they made sense.
 const MAX_TTL: Duration = Duration::from_secs(3650 * 24 * 3600);
 
@@ -125,21 +147,36 @@ pub struct Admin {
     ring: KeyRing,
     accounts: Arc<dyn AccountStore>,
     secret: zeroize::Zeroizing<Vec<u8>>,
+    tokens: Arc<AccountTokens>,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    max_keys_per_user: u64,
 }
 
 impl Admin {
     /// The API over `ring` and `accounts`, signing and checking access tokens with HS256 and
     /// `jwt_secret` (use at least 32 random bytes).
     pub fn new(ring: KeyRing, accounts: Arc<dyn AccountStore>, jwt_secret: &[u8]) -> Self {
+        let tokens = Arc::new(AccountTokens::new(
+            JwtValidator::hs256(jwt_secret),
+            accounts.clone(),
+            ring.clone(),
+        ));
         Self {
             ring,
             accounts,
             secret: zeroize::Zeroizing::new(jwt_secret.to_vec()),
+            tokens,
             access_ttl: DEFAULT_ACCESS_TTL,
             refresh_ttl: DEFAULT_REFRESH_TTL,
+            max_keys_per_user: DEFAULT_MAX_KEYS_PER_USER,
         }
+    }
+
+    /// How many API keys one user may hold; creating one more answers 409. Default: 100.
+    pub fn with_max_keys_per_user(mut self, max: u64) -> Self {
+        self.max_keys_per_user = max;
+        self
     }
 
     /// How long access tokens live (`expires_in`). Default: one hour; at most ten years.
@@ -156,10 +193,14 @@ impl Admin {
 
     /// The layer in front of the API's endpoints: keys from the ring, access tokens from this API,
     /// the `rest` scope required. Put it in front of your own routes to accept the same credentials.
+    ///
+    /// An access token is checked against its account on every request: it stops working as soon
+    /// as its user or company is disabled or its user's tokens are revoked, on every node, as keys
+    /// do.
     pub fn layer(&self) -> ApiKeyLayer {
         ApiKeyLayer::new(self.ring.clone())
             .require_scope(Scope::REST)
-            .with_token_validator(JwtValidator::hs256(&self.secret))
+            .with_token_validator(self.tokens.clone())
     }
 
     /// The router: `/api/v3/…` and `/health`, with JSON answers for unknown paths and methods.
@@ -170,6 +211,8 @@ impl Admin {
             issuer: JwtIssuer::hs256(&self.secret),
             access_ttl: self.access_ttl,
             refresh_ttl: self.refresh_ttl,
+            max_keys_per_user: self.max_keys_per_user,
+            key_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
         });
         let protected = Router::new()
             .route("/users", get(users::list).post(users::create))

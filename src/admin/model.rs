@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::error::json_response;
 use crate::identity::Status;
-use crate::store::{Company, User};
+use crate::store::{Company, CompanyProfile, Role, User};
 
 /// `{"data": …}`.
 #[derive(Serialize)]
@@ -57,44 +57,144 @@ pub(crate) fn collection<T: Serialize>(items: &[T], total: u64, offset: u64) -> 
     )
 }
 
-/// A user as the API shows it, with VSPC's property names; never the password hash.
+/// VSPC's `UserStatus`: a user is `Enabled` or `Disabled`.
+fn user_status(status: Status) -> &'static str {
+    if status.is_enabled() {
+        "Enabled"
+    } else {
+        "Disabled"
+    }
+}
+
+/// VSPC's `CompanyStatus`: a company is `Active` or `Disabled`.
+fn company_status(status: Status) -> &'static str {
+    if status.is_enabled() {
+        "Active"
+    } else {
+        "Disabled"
+    }
+}
+
+/// VSPC's `User`; never the password hash.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UserBody<'a> {
     instance_uid: &'a str,
     organization_uid: &'a str,
     user_name: &'a str,
-    role: &'static str,
-    status: Status,
+    status: &'static str,
+    mfa_policy_status: &'static str,
+    mfa_policy_configuration_status: &'static str,
+    role: Role,
+    profile: ProfileBody<'a>,
+    credentials: CredentialsBody<'a>,
+}
+
+/// VSPC's `UserProfile`, with its `title` default.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProfileBody<'a> {
+    first_name: Option<&'a str>,
+    last_name: Option<&'a str>,
+    title: &'a str,
+    email: Option<&'a str>,
+    address: Option<&'a str>,
+    phone: Option<&'a str>,
+}
+
+/// VSPC's credentials in an answer: the login name, never a password.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CredentialsBody<'a> {
+    user_name: &'a str,
+    password: Option<&'a str>,
 }
 
 impl<'a> From<&'a User> for UserBody<'a> {
     fn from(user: &'a User) -> Self {
+        let p = &user.profile;
         Self {
             instance_uid: &user.uid,
             organization_uid: &user.company_id,
             user_name: &user.user_name,
-            role: user.role.as_str(),
-            status: user.status,
+            status: user_status(user.status),
+            mfa_policy_status: "Disabled",
+            mfa_policy_configuration_status: "NotConfigured",
+            role: user.role,
+            profile: ProfileBody {
+                first_name: p.first_name.as_deref(),
+                last_name: p.last_name.as_deref(),
+                title: p.title.as_deref().unwrap_or("Unknown"),
+                email: p.email.as_deref(),
+                address: p.address.as_deref(),
+                phone: p.phone.as_deref(),
+            },
+            credentials: CredentialsBody {
+                user_name: &user.user_name,
+                password: None,
+            },
         }
     }
 }
 
-/// A company as the API shows it, with VSPC's property names.
+/// VSPC's `Company`, with its `Organization` embedded.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CompanyBody<'a> {
     instance_uid: &'a str,
     name: &'a str,
-    status: Status,
+    status: &'static str,
+    reseller_uid: Option<&'a str>,
+    subscription_plan_uid: Option<&'a str>,
+    is_rest_access_enabled: bool,
+    is_alarm_detect_enabled: bool,
+    login_url: Option<&'a str>,
+    owner_credentials: CredentialsBody<'a>,
+    #[serde(rename = "_embedded")]
+    embedded: Embedded<'a>,
+}
+
+#[derive(Serialize)]
+struct Embedded<'a> {
+    organization: OrganizationBody<'a>,
+}
+
+/// VSPC's `Organization` of a company.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OrganizationBody<'a> {
+    instance_uid: &'a str,
+    name: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    profile: &'a CompanyProfile,
 }
 
 impl<'a> From<&'a Company> for CompanyBody<'a> {
     fn from(company: &'a Company) -> Self {
+        let p = &company.profile;
         Self {
             instance_uid: &company.uid,
             name: &company.name,
-            status: company.status,
+            status: company_status(company.status),
+            reseller_uid: None,
+            subscription_plan_uid: p.subscription_plan_uid.as_deref(),
+            is_rest_access_enabled: p.is_rest_access_enabled,
+            is_alarm_detect_enabled: p.is_alarm_detect_enabled,
+            login_url: None,
+            owner_credentials: CredentialsBody {
+                user_name: p.owner_user_name.as_deref().unwrap_or(""),
+                password: None,
+            },
+            embedded: Embedded {
+                organization: OrganizationBody {
+                    instance_uid: &company.uid,
+                    name: &company.name,
+                    kind: "Company",
+                    profile: p,
+                },
+            },
         }
     }
 }
@@ -125,11 +225,18 @@ mod tests {
             uid: "c".into(),
             name: "Alpha".into(),
             status: Status::Enabled,
+            profile: CompanyProfile::default(),
+            token_generation: 0,
         };
-        let body = text(data(CompanyBody::from(&company))).await;
+        let body: serde_json::Value =
+            serde_json::from_str(&text(data(CompanyBody::from(&company))).await).expect("json");
+        assert_eq!(body["data"]["instanceUid"], "c");
+        assert_eq!(body["data"]["status"], "Active");
         assert_eq!(
-            body,
-            r#"{"data":{"instanceUid":"c","name":"Alpha","status":"enabled"}}"#
+            body["data"]["ownerCredentials"]["password"],
+            serde_json::Value::Null
         );
+        assert_eq!(body["data"]["_embedded"]["organization"]["name"], "Alpha");
+        assert_eq!(body["data"]["_embedded"]["organization"]["type"], "Company");
     }
 }

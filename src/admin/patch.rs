@@ -79,21 +79,24 @@ fn parse_one(i: usize, operation: Value, allowed: &[&'static str]) -> Result<Rep
     Ok(Replace { property, value })
 }
 
-/// The allowed property a JSON Pointer (RFC 6901) names: one segment, `~1`/`~0` unescaped,
-/// compared ASCII case-insensitively.
+/// The allowed property a JSON Pointer (RFC 6901) names (`status`, or `profile/firstName` for a
+/// nested one): segments `~1`/`~0` unescaped, compared ASCII case-insensitively.
 fn pointer_property(pointer: &str, allowed: &[&'static str]) -> Option<&'static str> {
-    let segment = pointer.strip_prefix('/')?;
-    if segment.contains('/') {
-        return None;
-    }
-    let segment = segment.replace("~1", "/").replace("~0", "~");
-    allowed
-        .iter()
-        .copied()
-        .find(|p| p.eq_ignore_ascii_case(&segment))
+    let rest = pointer.strip_prefix('/')?;
+    let segments: Vec<String> = rest
+        .split('/')
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    // Segment by segment, so an escaped `/` inside one segment never matches two.
+    allowed.iter().copied().find(|p| {
+        let mut wanted = p.split('/');
+        segments
+            .iter()
+            .all(|s| wanted.next().is_some_and(|w| w.eq_ignore_ascii_case(s)))
+            && wanted.next().is_none()
+    })
 }
 
-/// The status a status-only patch (users, companies) sets: `Ok(None)` for an empty patch.
 pub(crate) fn status_only(document: Value) -> Result<Option<Status>, ApiError> {
     let mut status = None;
     for op in parse(document, &["status"])? {
@@ -104,13 +107,17 @@ pub(crate) fn status_only(document: Value) -> Result<Option<Status>, ApiError> {
 
 /// The status a client may set: `enabled` or `disabled` (the `disabledDueTo…` values are derived).
 pub(crate) fn settable_status(value: &Value) -> Result<Status, ApiError> {
-    match value.as_str().and_then(Status::parse) {
-        Some(status @ (Status::Enabled | Status::Disabled)) => Ok(status),
-        _ => Err(ApiError::bad_property(
-            "status",
-            "status must be enabled or disabled.",
-        )),
-    }
+    // VSPC writes a user's status `Enabled`, a company's `Active`, a key's `enabled`.
+    let parsed = value.as_str().and_then(|s| {
+        if s.eq_ignore_ascii_case("enabled") || s.eq_ignore_ascii_case("active") {
+            Some(Status::Enabled)
+        } else if s.eq_ignore_ascii_case("disabled") {
+            Some(Status::Disabled)
+        } else {
+            None
+        }
+    });
+    parsed.ok_or_else(|| ApiError::bad_property("status", "status must be enabled or disabled."))
 }
 
 #[cfg(test)]
@@ -165,8 +172,27 @@ mod tests {
             settable_status(&json!("disabled")).expect("ok"),
             Status::Disabled
         );
+        assert_eq!(
+            settable_status(&json!("Active")).expect("ok"),
+            Status::Enabled
+        );
         for bad in [json!("disabledDueToUser"), json!(true), json!("nope")] {
             assert!(settable_status(&bad).is_err());
+        }
+    }
+
+    #[test]
+    fn nested_paths_match_segment_by_segment() {
+        let allowed = &["status", "profile/firstName"];
+        let ops = parse(
+            json!([{"op": "replace", "path": "/Profile/FIRSTNAME", "value": "Ann"}]),
+            allowed,
+        )
+        .expect("valid");
+        assert_eq!(ops[0].property, "profile/firstName");
+        for path in ["/profile~1firstName", "/profile", "/profile/firstName/x"] {
+            let document = json!([{"op": "replace", "path": path, "value": "x"}]);
+            assert!(parse(document, allowed).is_err(), "{path}");
         }
     }
 }

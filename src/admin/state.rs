@@ -8,9 +8,11 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 
 use super::error::{invalid_identity, ApiError};
+use super::rights::{self, Act};
 use crate::identity::{Identity, Status};
 use crate::rejection::Reason;
 use crate::ring::KeyRing;
+use crate::scope::{Scope, Scopes};
 use crate::store::{AccountStore, Company, Role, User};
 use crate::token::JwtIssuer;
 
@@ -21,11 +23,28 @@ pub(crate) struct Shared {
     pub(crate) issuer: JwtIssuer,
     pub(crate) access_ttl: Duration,
     pub(crate) refresh_ttl: Duration,
+    pub(crate) max_keys_per_user: u64,
+    /// Key creations of one user run one at a time, so a count and the insert after it agree.
+    /// Striped: bounded memory whatever the number of users.
+    pub(crate) key_locks: [tokio::sync::Mutex<()>; KEY_LOCK_STRIPES],
 }
+
+const KEY_LOCK_STRIPES: usize = 64;
 
 pub(crate) type AppState = Arc<Shared>;
 
+/// The scopes of every access token: what a VSPC password login grants.
+pub(crate) const LOGIN_SCOPES: [Scope; 3] = [Scope::UI, Scope::REST, Scope::INTEGRATION];
+
 impl Shared {
+    /// The lock that key creations for `user_uid` take.
+    pub(crate) fn key_creation_lock(&self, user_uid: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(user_uid);
+        // The remainder is below KEY_LOCK_STRIPES, so it fits any usize.
+        &self.key_locks[(hash % KEY_LOCK_STRIPES as u64) as usize]
+    }
+
     /// The user with `uid`, or a 404 naming `parameter`.
     pub(crate) async fn user_or_404(
         &self,
@@ -63,34 +82,77 @@ pub(crate) struct Caller {
 }
 
 impl Caller {
-    pub(crate) fn is_admin(&self) -> bool {
-        self.user.role == Role::Administrator
+    /// Whether the caller reads every user and key: the portal roles.
+    pub(crate) fn reads_everyone(&self) -> bool {
+        self.user.role.is_portal()
     }
 
-    /// Whether the caller may act for user `uid`: themselves, or anyone when administrator.
-    pub(crate) fn may_act_for(&self, uid: &str) -> bool {
-        self.is_admin() || self.user.uid == uid
+    /// The user `uid`, if the caller may `act` on them. Users out of reach get a 403 whether they
+    /// exist or not, so the answer tells nothing about them; only a portal administrator, who
+    /// reaches everyone, learns that a user does not exist (404 naming `parameter`).
+    pub(crate) async fn user_to(
+        &self,
+        state: &Shared,
+        uid: &str,
+        act: Act,
+        parameter: &'static str,
+    ) -> Result<User, ApiError> {
+        if uid == self.user.uid {
+            return Ok(self.user.clone());
+        }
+        let target = state.accounts.user(uid).await?;
+        match target {
+            Some(target) if rights::on_user(&self.user, &target, act) => Ok(target),
+            None if self.user.role == Role::PortalAdministrator => {
+                Err(ApiError::not_found(parameter, "The user does not exist."))
+            }
+            _ => Err(ApiError::forbidden(
+                "The caller's role does not allow this request for this user.",
+            )),
+        }
     }
 
-    /// Administrators only.
-    pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
-        if self.is_admin() {
+    /// A 403 unless the caller may `act` on the company `uid`.
+    pub(crate) fn require_company(&self, uid: &str, act: Act) -> Result<(), ApiError> {
+        if rights::on_company(&self.user, uid, act) {
             Ok(())
         } else {
             Err(ApiError::forbidden(
-                "Only administrators may perform this request.",
+                "The caller's role does not allow this request for this company.",
             ))
         }
     }
 
-    /// The caller themselves or an administrator; others get a 403 whether `uid` exists or not, so
-    /// the answer tells nothing about other users.
-    pub(crate) fn require_self_or_admin(&self, uid: &str) -> Result<(), ApiError> {
-        if self.may_act_for(uid) {
+    /// A 403 unless the caller may create a user with `role` in `company_id`, and the credential
+    /// the request came with opens at least what a login of that user will: nobody makes a
+    /// principal stronger than themselves.
+    pub(crate) fn require_may_create(&self, role: Role, company_id: &str) -> Result<(), ApiError> {
+        if !rights::may_assign(&self.user, role, company_id) {
+            return Err(ApiError::forbidden_property(
+                "role",
+                "The caller's role may not create a user with this role in this company.",
+            ));
+        }
+        self.require_covers(Scopes::from(LOGIN_SCOPES), role.is_read_only())
+    }
+
+    /// A 403 unless the caller's credential opens every scope in `granted`, and is not read-only
+    /// unless `granted_read_only`.
+    pub(crate) fn require_covers(
+        &self,
+        granted: Scopes,
+        granted_read_only: bool,
+    ) -> Result<(), ApiError> {
+        if rights::credential_covers(
+            self.identity.scopes(),
+            self.identity.is_read_only(),
+            granted,
+            granted_read_only,
+        ) {
             Ok(())
         } else {
             Err(ApiError::forbidden(
-                "Only the user themselves or an administrator may perform this request.",
+                "The caller's credential opens less than the one this request would create.",
             ))
         }
     }

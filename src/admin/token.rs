@@ -20,7 +20,7 @@ use super::password;
 use super::state::{AppState, Shared};
 use crate::key::SecretDigest;
 use crate::scope::{Scope, Scopes};
-use crate::store::{RefreshToken, User};
+use crate::store::{RefreshToken, RefreshUse, User};
 use crate::token::JwtClaims;
 
 /// Largest form body the token endpoint reads.
@@ -72,19 +72,30 @@ async fn grant(state: &Shared, request: Request) -> Result<Response, OAuthError>
                     "The user name or password is incorrect.",
                 ));
             };
-            issue(state, &user, read_only).await
+            issue(state, &user, read_only, None).await
         }
         "refresh_token" => {
             let presented = form.required("refresh_token")?;
             let used = || {
                 OAuthError::invalid_grant("The refresh token is invalid, expired or already used.")
             };
-            // Taking it removes it: a refresh token works once, even if what follows fails.
-            let stored = state
+            // Marking it used is atomic: a refresh token works once, even if what follows fails.
+            let stored = match state
                 .accounts
                 .take_refresh_token(&digest(presented))
                 .await?
-                .ok_or_else(used)?;
+                .ok_or_else(used)?
+            {
+                RefreshUse::Fresh(token) => token,
+                // RFC 9700 §4.14.2: a used token presented again was stolen from one of its two
+                // holders, and nobody can tell which; the whole family ends.
+                RefreshUse::Replayed(token) => {
+                    state.accounts.revoke_refresh_family(&token.family).await?;
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(user_uid = %token.user_uid, "refresh token replayed: family revoked");
+                    return Err(used());
+                }
+            };
             if stored.expires <= OffsetDateTime::now_utc() {
                 return Err(used());
             }
@@ -94,14 +105,32 @@ async fn grant(state: &Shared, request: Request) -> Result<Response, OAuthError>
                 .await?
                 .ok_or_else(used)?;
             // A refresh never lifts the read-only flag the original grant set.
-            issue(state, &user, stored.read_only || read_only).await
+            let session = Session {
+                family: stored.family,
+                user_generation: stored.user_generation,
+                company_generation: stored.company_generation,
+            };
+            issue(state, &user, stored.read_only || read_only, Some(session)).await
         }
         _ => Err(OAuthError::unsupported_grant_type()),
     }
 }
 
-/// Mints an access token and a refresh token for `user`, if the user and their company are enabled.
-async fn issue(state: &Shared, user: &User, read_only: bool) -> Result<Response, OAuthError> {
+/// The login a refresh continues: its family and the generations it began under.
+struct Session {
+    family: String,
+    user_generation: u64,
+    company_generation: u64,
+}
+
+/// Mints an access token and a refresh token for `user`, if the user and their company are enabled
+/// and, for a refresh, if neither revoked its tokens since the login began.
+async fn issue(
+    state: &Shared,
+    user: &User,
+    read_only: bool,
+    session: Option<Session>,
+) -> Result<Response, OAuthError> {
     if !user.status.is_enabled() {
         return Err(OAuthError::invalid_grant("The user is disabled."));
     }
@@ -109,6 +138,27 @@ async fn issue(state: &Shared, user: &User, read_only: bool) -> Result<Response,
     if company.as_ref().is_some_and(|c| !c.status.is_enabled()) {
         return Err(OAuthError::invalid_grant("The user's company is disabled."));
     }
+    let company_generation = company.as_ref().map_or(0, |c| c.token_generation);
+    let session = match session {
+        None => Session {
+            family: uuid::Uuid::new_v4().to_string(),
+            user_generation: user.token_generation,
+            company_generation,
+        },
+        Some(s)
+            if s.user_generation == user.token_generation
+                && s.company_generation == company_generation =>
+        {
+            s
+        }
+        Some(_) => {
+            return Err(OAuthError::invalid_grant(
+                "The refresh token is invalid, expired or already used.",
+            ))
+        }
+    };
+    // Read-only roles never get a token that writes.
+    let read_only = read_only || user.role.is_read_only();
     let now = OffsetDateTime::now_utc();
     let now_secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
     let ttl = state.access_ttl.as_secs();
@@ -125,6 +175,8 @@ async fn issue(state: &Shared, user: &User, read_only: bool) -> Result<Response,
         iss: None,
         aud: None,
         jti: Some(uuid::Uuid::new_v4().to_string()),
+        generation: Some(session.user_generation),
+        company_generation: Some(session.company_generation),
     };
     let access = Zeroizing::new(
         state
@@ -140,6 +192,9 @@ async fn issue(state: &Shared, user: &User, read_only: bool) -> Result<Response,
             user_uid: user.uid.clone(),
             read_only,
             expires: now + state.refresh_ttl,
+            family: session.family,
+            user_generation: session.user_generation,
+            company_generation: session.company_generation,
         })
         .await?;
     #[cfg(feature = "tracing")]

@@ -2,112 +2,96 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use time::OffsetDateTime;
-use zeroize::Zeroizing;
 
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryPairs};
+use super::input::{self, Credentials};
 use super::model::{collection, data, UserBody};
 use super::password::{self, HashError};
 use super::patch::{self, settable_status};
 use super::query::paging;
-use super::state::{AppState, Caller};
+use super::rights::Act;
+use super::state::{AppState, Caller, Shared};
 use crate::identity::Status;
-use crate::store::{Role, User};
+use crate::store::{ChangeEvent, Role, User, UserProfile};
 
 const USER_UID: &str = "userUid";
-const MAX_NAME_CHARS: usize = 128;
 
-/// Checks a user or company name: 1 to 128 characters, no control characters, no surrounding
-/// spaces.
-pub(crate) fn valid_name(name: &str) -> bool {
-    let chars = name.chars().count();
-    (1..=MAX_NAME_CHARS).contains(&chars)
-        && !name.chars().any(char::is_control)
-        && name.trim() == name
-}
-
-fn string_property<'a>(
-    object: &'a Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<&'a str>, ApiError> {
-    match object.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::bad_property(
-            name,
-            "The property must be a string.",
-        )),
-    }
-}
-
-/// `POST /users` (administrators):
-/// `{"userName": "…", "credentials": {"password": "…"}, "role": "user"|"administrator",
-/// "organizationUid": "…", "status": "enabled"|"disabled"}`. Role defaults to `user`, the
-/// company to the caller's, the status to `enabled`.
+/// `POST /users`: VSPC's `UserInput`:
+/// `{"organizationUid", "role", "profile": {…}, "credentials": {"userName", "password"}, "status"}`.
+/// Earlier versions' `{"userName", "credentials": {"password"}, "role": "user"|"administrator"}`
+/// still works. Role defaults to `CompanyLocationUser`, the company to the caller's, the status to
+/// `Enabled`. Nobody creates a user stronger than themselves: a role at or above their own, in a
+/// company out of their reach, or through a credential that opens less than the new user's login.
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    caller.require_admin()?;
-    let Value::Object(body) = body else {
-        return Err(ApiError::bad_body(
-            "The request body must be a JSON object.",
-        ));
-    };
-    let user_name = string_property(&body, "userName")?
-        .ok_or_else(|| ApiError::bad_property("userName", "userName is required."))?;
-    if !valid_name(user_name) {
-        return Err(ApiError::bad_property(
-            "userName",
-            "userName must be 1 to 128 characters without control characters or surrounding spaces.",
-        ));
-    }
-    let secret = match body.get("credentials") {
-        Some(Value::Object(credentials)) => match credentials.get("password") {
-            Some(Value::String(p)) => Zeroizing::new(p.clone()),
-            _ => {
-                return Err(ApiError::bad_property(
-                    "credentials.password",
-                    "credentials.password is required.",
-                ))
-            }
-        },
-        _ => {
-            return Err(ApiError::bad_property(
-                "credentials.password",
-                "credentials.password is required.",
-            ))
-        }
-    };
-    if password::check_policy(&secret).is_err() {
+    let body = input::object(body)?;
+    let credentials = input::credentials(
+        &body,
+        "credentials",
+        input::string_property(&body, "userName")?,
+    )?;
+    if password::check_policy(&credentials.password).is_err() {
         return Err(ApiError::bad_property(
             "credentials.password",
             "The password must be 8 to 1024 characters.",
         ));
     }
-    let role = match string_property(&body, "role")? {
-        None => Role::User,
-        Some(r) => Role::parse(r)
-            .ok_or_else(|| ApiError::bad_property("role", "role must be user or administrator."))?,
+    let role = match input::string_property(&body, "role")? {
+        None => Role::CompanyLocationUser,
+        Some(r) => Role::parse(r).ok_or_else(|| {
+            ApiError::bad_property(
+                "role",
+                "role must be one of PortalAdministrator, PortalOperator, PortalReadonlyOperator, CompanyOwner, CompanyAdministrator, CompanyLocationAdministrator, CompanyLocationUser, CompanyInvoiceAuditor, CompanySubtenant.",
+            )
+        })?,
+    };
+    let profile = match input::object_property(&body, "profile")? {
+        None => UserProfile::default(),
+        Some(p) => input::user_profile(p)?,
     };
     let status = match body.get("status") {
         None | Some(Value::Null) => Status::Enabled,
         Some(v) => settable_status(v)?,
     };
-    let company_id = match string_property(&body, "organizationUid")? {
+    let company_id = match input::string_property(&body, "organizationUid")? {
         None => caller.user.company_id.clone(),
-        Some(uid) => {
-            state.accounts.company(uid).await?.ok_or_else(|| {
-                ApiError::bad_property("organizationUid", "The company does not exist.")
-            })?;
-            uid.to_owned()
-        }
+        Some(uid) => uid.to_owned(),
     };
-    let taken = || ApiError::conflict("userName", "A user with this user name already exists.");
-    if state.accounts.user_by_name(user_name).await?.is_some() {
+    // Rights first: whether the company exists is nobody's business who may not create in it.
+    caller.require_may_create(role, &company_id)?;
+    if company_id != caller.user.company_id {
+        state.accounts.company(&company_id).await?.ok_or_else(|| {
+            ApiError::bad_property("organizationUid", "The company does not exist.")
+        })?;
+    }
+    let user = new_user(&state, credentials, role, company_id, profile, status).await?;
+    #[cfg(feature = "tracing")]
+    tracing::info!(user_uid = %user.uid, role = role.as_str(), by = %caller.user.uid, "user created");
+    Ok(data(UserBody::from(&user)))
+}
+
+/// Hashes the password and adds the user; 409 when the name is taken.
+pub(crate) async fn new_user(
+    state: &Shared,
+    credentials: Credentials,
+    role: Role,
+    company_id: String,
+    profile: UserProfile,
+    status: Status,
+) -> Result<User, ApiError> {
+    let Credentials {
+        user_name,
+        password: secret,
+        name_property,
+    } = credentials;
+    let taken = || ApiError::conflict(name_property, "A user with this user name already exists.");
+    if state.accounts.user_by_name(&user_name).await?.is_some() {
         return Err(taken());
     }
     let password_hash = password::hash(secret).await.map_err(|e| match e {
@@ -115,16 +99,18 @@ pub(crate) async fn create(
             "credentials.password",
             "The password must be 8 to 1024 characters.",
         ),
-        HashError::Internal => ApiError::unavailable(),
+        _ => ApiError::unavailable(),
     })?;
     let user = User {
         uid: uuid::Uuid::new_v4().to_string(),
-        user_name: user_name.to_owned(),
+        user_name,
         password_hash,
         role,
         company_id,
         status,
         created: OffsetDateTime::now_utc(),
+        profile,
+        token_generation: 0,
     };
     state
         .accounts
@@ -137,31 +123,40 @@ pub(crate) async fn create(
                 ApiError::from(e)
             }
         })?;
-    #[cfg(feature = "tracing")]
-    tracing::info!(user_uid = %user.uid, role = role.as_str(), by = %caller.user.uid, "user created");
-    Ok(data(UserBody::from(&user)))
+    Ok(user)
 }
 
-/// `GET /users`: administrators see every user, others themselves.
+/// `GET /users`: portal roles see every user, company owners and administrators their company's,
+/// others themselves.
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
     let paging = paging(&query)?;
-    let (users, total) = if caller.is_admin() {
-        let page = state
-            .accounts
-            .list_users(paging.offset, paging.limit)
-            .await?;
-        (page.items, page.total)
-    } else {
-        let own = if paging.offset == 0 {
-            vec![caller.user.clone()]
-        } else {
-            Vec::new()
-        };
-        (own, 1)
+    let company = match caller.user.role {
+        _ if caller.reads_everyone() => Some(None),
+        Role::CompanyOwner | Role::CompanyAdministrator => {
+            Some(Some(caller.user.company_id.as_str()))
+        }
+        _ => None,
+    };
+    let (users, total) = match company {
+        Some(company) => {
+            let page = state
+                .accounts
+                .list_users(company, paging.offset, paging.limit)
+                .await?;
+            (page.items, page.total)
+        }
+        None => {
+            let own = if paging.offset == 0 {
+                vec![caller.user.clone()]
+            } else {
+                Vec::new()
+            };
+            (own, 1)
+        }
     };
     let users: Vec<UserBody<'_>> = users.iter().map(UserBody::from).collect();
     Ok(collection(&users, total, paging.offset))
@@ -179,54 +174,95 @@ pub(crate) async fn get(
     path: PathParams,
 ) -> Result<Response, ApiError> {
     let uid = path.get(USER_UID)?;
-    caller.require_self_or_admin(uid)?;
-    let user = state.user_or_404(uid, USER_UID).await?;
+    let user = caller.user_to(&state, uid, Act::Read, USER_UID).await?;
     Ok(data(UserBody::from(&user)))
 }
 
-/// `PATCH /users/{userUid}` (administrators): JSON Patch `replace` on `/status`. Every key of the
-/// user follows at once (`disabledDueToUser`), and their access tokens stop working.
+/// What `PATCH /users/{userUid}` may replace.
+const PATCHABLE: &[&str] = &[
+    "status",
+    "profile/firstName",
+    "profile/lastName",
+    "profile/title",
+    "profile/email",
+    "profile/address",
+    "profile/phone",
+];
+
+/// `PATCH /users/{userUid}`: JSON Patch `replace` on `/status` (by those who manage the user, not
+/// the user themselves) and on `/profile/…`. Disabling a user disables every key of theirs at once
+/// (`disabledDueToUser`) and ends their access and refresh tokens for good.
 pub(crate) async fn patch(
     State(state): State<AppState>,
     caller: Caller,
     path: PathParams,
     JsonBody(document): JsonBody,
 ) -> Result<Response, ApiError> {
-    caller.require_admin()?;
     let uid = path.get(USER_UID)?;
-    let status = patch::status_only(document)?;
-    let user = state.user_or_404(uid, USER_UID).await?;
-    let Some(status) = status else {
-        return Ok(data(UserBody::from(&user)));
-    };
-    // Administrators cannot lock themselves out: nobody could undo it through the API.
-    if uid == caller.user.uid && !status.is_enabled() {
-        return Err(ApiError::bad_property(
-            "status",
-            "Administrators cannot disable their own user.",
-        ));
+    let operations = patch::parse(document, PATCHABLE)?;
+    let user = caller.user_to(&state, uid, Act::Manage, USER_UID).await?;
+    let mut status = None;
+    let mut profile = serde_json::to_value(&user.profile).map_err(|_| ApiError::unavailable())?;
+    for op in operations {
+        match op.property.strip_prefix("profile/") {
+            None => status = Some(settable_status(&op.value)?),
+            Some(field) => profile[field] = op.value,
+        }
     }
-    state.ring.set_user_status(uid, status).await?;
-    #[cfg(feature = "tracing")]
-    tracing::info!(user_uid = uid, status = status.as_str(), by = %caller.user.uid, "user status changed");
+    let profile = input::user_profile(&input::object(profile)?)?;
+    if let Some(status) = status {
+        if uid == caller.user.uid {
+            // A status is set from above; an administrator who disabled themselves might leave
+            // nobody to undo it.
+            return Err(if caller.user.role == Role::PortalAdministrator {
+                ApiError::bad_property("status", "Administrators cannot disable their own user.")
+            } else {
+                ApiError::forbidden_property("status", "Users cannot change their own status.")
+            });
+        }
+        set_status(&state, uid, status).await?;
+        #[cfg(feature = "tracing")]
+        tracing::info!(user_uid = uid, status = status.as_str(), by = %caller.user.uid, "user status changed");
+    }
+    if profile != user.profile {
+        state.accounts.update_user_profile(uid, profile).await?;
+    }
     let user = state.user_or_404(uid, USER_UID).await?;
     Ok(data(UserBody::from(&user)))
 }
 
-/// `DELETE /users/{userUid}/tokens`: revokes every refresh token of the user. Access tokens already
-/// issued live until they expire (at most the access-token lifetime).
+/// Sets a user's status; disabling also ends their tokens, here before this returns and on other
+/// nodes when they hear of it.
+async fn set_status(state: &Shared, uid: &str, status: Status) -> Result<(), ApiError> {
+    state.ring.set_user_status(uid, status).await?;
+    if !status.is_enabled() {
+        revoke(state, uid).await?;
+    }
+    Ok(())
+}
+
+/// Ends every access and refresh token of `uid`.
+async fn revoke(state: &Shared, uid: &str) -> Result<(), ApiError> {
+    state.accounts.revoke_user_tokens(uid).await?;
+    // The store tells every node, this one too, but only after this returns: forget now.
+    state.ring.apply(&ChangeEvent::User {
+        user_uid: uid.to_owned(),
+        status: Status::Unknown,
+    });
+    Ok(())
+}
+
+/// `DELETE /users/{userUid}/tokens`: ends every access and refresh token of the user, on every
+/// node. API keys are not tokens: they stay.
 pub(crate) async fn revoke_tokens(
     State(state): State<AppState>,
     caller: Caller,
     path: PathParams,
 ) -> Result<Response, ApiError> {
     let uid = path.get(USER_UID)?;
-    caller.require_self_or_admin(uid)?;
-    state.user_or_404(uid, USER_UID).await?;
-    let revoked = state.accounts.revoke_refresh_tokens(uid).await?;
+    caller.user_to(&state, uid, Act::Manage, USER_UID).await?;
+    revoke(&state, uid).await?;
     #[cfg(feature = "tracing")]
-    tracing::info!(user_uid = uid, revoked, by = %caller.user.uid, "refresh tokens revoked");
-    #[cfg(not(feature = "tracing"))]
-    let _ = revoked;
+    tracing::info!(user_uid = uid, by = %caller.user.uid, "tokens revoked");
     Ok(data(true))
 }

@@ -1,5 +1,5 @@
 //! How the SQL and network backends write fields as text and read them back: dates, statuses, scopes,
-//! digests. What cannot be read back is a corrupt record, never a guess.
+//! digests, profiles, counters. What cannot be read back is a corrupt record, never a guess.
 
 use time::format_description::well_known::Rfc3339;
 use time::format_description::BorrowedFormatItem;
@@ -15,6 +15,27 @@ use crate::scope::{Scope, Scopes};
 /// nanoseconds survive (PostgreSQL's `timestamptz` keeps microseconds).
 const DATE_FORMAT: &[BorrowedFormatItem<'_>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
+
+/// A profile (of a user or a company) as JSON text.
+pub(crate) fn format_profile<T: serde::Serialize>(profile: &T) -> Result<String, StoreError> {
+    serde_json::to_string(profile).map_err(StoreError::backend)
+}
+
+/// A profile read back from [`format_profile`]'s text.
+pub(crate) fn parse_profile<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::corrupt(format!("profile: {e}")))
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+/// A token generation as a 64-bit SQL integer (saturating: nothing revokes 2^63 times).
+pub(crate) fn format_generation(generation: u64) -> i64 {
+    i64::try_from(generation).unwrap_or(i64::MAX)
+}
+
+/// A stored token generation; a negative one is corrupt.
+pub(crate) fn parse_generation(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::corrupt(format!("token generation {value}")))
+}
 
 pub(crate) fn format_date(date: OffsetDateTime) -> Result<String, StoreError> {
     let utc = date

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 
 use super::notify::{change_channel, ChangeSender};
 use super::{
-    AccountStore, ChangeEvent, ChangeStream, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery,
-    Page, RefreshToken, StoreError, User,
+    AccountStore, ChangeEvent, ChangeStream, Company, CompanyProfile, KeyRecord, KeyStore,
+    KeyUpdate, ListQuery, Page, RefreshToken, RefreshUse, StoreError, User, UserProfile,
 };
 use crate::identity::Status;
 use crate::key::KeyId;
@@ -30,7 +30,8 @@ struct Inner {
     companies: HashMap<String, Status>,
     accounts: BTreeMap<String, User>,
     company_records: BTreeMap<String, Company>,
-    refresh_tokens: HashMap<[u8; 32], RefreshToken>,
+    // Each token with whether it was used.
+    refresh_tokens: HashMap<[u8; 32], (RefreshToken, bool)>,
     subscribers: Vec<ChangeSender>,
 }
 
@@ -126,6 +127,9 @@ impl KeyStore for MemoryStore {
         if let Some(description) = update.description {
             record.description = description;
         }
+        if let Some(locked) = update.status_locked {
+            record.status_locked = locked;
+        }
         let record = record.clone();
         inner.notify(ChangeEvent::Key(id));
         Ok(Some(inner.resolve(&record)))
@@ -217,6 +221,23 @@ impl AccountStore for MemoryStore {
         Ok(page(all, offset, limit))
     }
 
+    async fn update_company_profile(
+        &self,
+        uid: &str,
+        profile: CompanyProfile,
+    ) -> Result<Option<Company>, StoreError> {
+        let mut inner = self.lock();
+        let Some(company) = inner.company_records.get_mut(uid) else {
+            return Ok(None);
+        };
+        company.profile = profile;
+        let company = company.clone();
+        Ok(Some(Company {
+            status: inner.company_status(uid),
+            ..company
+        }))
+    }
+
     async fn create_user(&self, user: User) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let taken = inner.accounts.contains_key(&user.uid)
@@ -257,11 +278,17 @@ impl AccountStore for MemoryStore {
             }))
     }
 
-    async fn list_users(&self, offset: u64, limit: u64) -> Result<Page<User>, StoreError> {
+    async fn list_users(
+        &self,
+        company_id: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<User>, StoreError> {
         let inner = self.lock();
         let mut all: Vec<User> = inner
             .accounts
             .values()
+            .filter(|u| company_id.is_none_or(|id| u.company_id == id))
             .map(|u| User {
                 status: inner.user_status(&u.uid),
                 ..u.clone()
@@ -271,24 +298,89 @@ impl AccountStore for MemoryStore {
         Ok(page(all, offset, limit))
     }
 
+    async fn update_user_profile(
+        &self,
+        uid: &str,
+        profile: UserProfile,
+    ) -> Result<Option<User>, StoreError> {
+        let mut inner = self.lock();
+        let Some(user) = inner.accounts.get_mut(uid) else {
+            return Ok(None);
+        };
+        user.profile = profile;
+        let user = user.clone();
+        Ok(Some(User {
+            status: inner.user_status(uid),
+            ..user
+        }))
+    }
+
     async fn put_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
-        self.lock()
+        let mut inner = self.lock();
+        // Expired tokens, used or not, are of no more use, not even to recognise a replay.
+        let now = time::OffsetDateTime::now_utc();
+        inner.refresh_tokens.retain(|_, (t, _)| t.expires > now);
+        inner
             .refresh_tokens
-            .insert(*token.digest.as_bytes(), token);
+            .insert(*token.digest.as_bytes(), (token, false));
         Ok(())
     }
 
     async fn take_refresh_token(
         &self,
         digest: &crate::key::SecretDigest,
-    ) -> Result<Option<RefreshToken>, StoreError> {
-        Ok(self.lock().refresh_tokens.remove(digest.as_bytes()))
+    ) -> Result<Option<RefreshUse>, StoreError> {
+        let mut inner = self.lock();
+        Ok(inner
+            .refresh_tokens
+            .get_mut(digest.as_bytes())
+            .map(|(token, used)| {
+                let was_used = std::mem::replace(used, true);
+                if was_used {
+                    RefreshUse::Replayed(token.clone())
+                } else {
+                    RefreshUse::Fresh(token.clone())
+                }
+            }))
     }
 
-    async fn revoke_refresh_tokens(&self, user_uid: &str) -> Result<u64, StoreError> {
+    async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError> {
         let mut inner = self.lock();
         let before = inner.refresh_tokens.len();
-        inner.refresh_tokens.retain(|_, t| t.user_uid != user_uid);
+        inner.refresh_tokens.retain(|_, (t, _)| t.family != family);
         Ok((before - inner.refresh_tokens.len()) as u64)
+    }
+
+    async fn revoke_user_tokens(&self, user_uid: &str) -> Result<Option<u64>, StoreError> {
+        let mut inner = self.lock();
+        let Some(user) = inner.accounts.get_mut(user_uid) else {
+            return Ok(None);
+        };
+        user.token_generation += 1;
+        let generation = user.token_generation;
+        inner
+            .refresh_tokens
+            .retain(|_, (t, _)| t.user_uid != user_uid);
+        let status = inner.user_status(user_uid);
+        inner.notify(ChangeEvent::User {
+            user_uid: user_uid.to_owned(),
+            status,
+        });
+        Ok(Some(generation))
+    }
+
+    async fn revoke_company_tokens(&self, company_id: &str) -> Result<Option<u64>, StoreError> {
+        let mut inner = self.lock();
+        let Some(company) = inner.company_records.get_mut(company_id) else {
+            return Ok(None);
+        };
+        company.token_generation += 1;
+        let generation = company.token_generation;
+        let status = inner.company_status(company_id);
+        inner.notify(ChangeEvent::Company {
+            company_id: company_id.to_owned(),
+            status,
+        });
+        Ok(Some(generation))
     }
 }

@@ -32,7 +32,9 @@ mod sqlite;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::RedisStore;
-pub use accounts::{AccountStore, Company, RefreshToken, Role, User};
+pub use accounts::{
+    AccountStore, Company, CompanyProfile, RefreshToken, RefreshUse, Role, User, UserProfile,
+};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -77,6 +79,9 @@ pub struct KeyRecord {
     pub company_status: Status,
     /// When the key was issued.
     pub created: OffsetDateTime,
+    /// Whether the key's status was last set by someone with more rights than its owner (an
+    /// administrator disabling another user's key): while set, the owner cannot change the status.
+    pub status_locked: bool,
 }
 
 impl PartialEq for SecretDigest {
@@ -138,6 +143,8 @@ pub struct KeyUpdate {
     pub status: Option<Status>,
     /// New description.
     pub description: Option<String>,
+    /// New [`KeyRecord::status_locked`].
+    pub status_locked: Option<bool>,
 }
 
 impl KeyUpdate {
@@ -145,16 +152,23 @@ impl KeyUpdate {
     pub fn status(status: Status) -> Self {
         Self {
             status: Some(status),
-            description: None,
+            ..Self::default()
         }
     }
 
     /// An update of the description alone.
     pub fn description(description: impl Into<String>) -> Self {
         Self {
-            status: None,
             description: Some(description.into()),
+            ..Self::default()
         }
+    }
+
+    /// Also sets [`KeyRecord::status_locked`].
+    #[must_use]
+    pub fn locked(mut self, locked: bool) -> Self {
+        self.status_locked = Some(locked);
+        self
     }
 }
 

@@ -12,22 +12,27 @@ use sqlx::{Executor, Postgres, QueryBuilder, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use super::codec::{format_date, format_scopes};
+use super::codec::{
+    format_date, format_generation, format_profile, format_scopes, parse_generation,
+};
 use super::notify::{self, Notifier, Subscription, Timing};
 use super::sql::{
     column, decode_company, decode_key, decode_refresh_token, decode_user, push_order, sql_count,
-    sql_id, write_error, FlagColumn,
+    sql_id, write_error, FlagColumn, COMPANY_COLUMNS, REFRESH_COLUMNS, USER_COLUMNS,
 };
 use super::{
-    AccountStore, ChangeStream, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Page,
-    RefreshToken, StoreError, User,
+    AccountStore, ChangeStream, Company, CompanyProfile, KeyRecord, KeyStore, KeyUpdate, ListQuery,
+    Page, RefreshToken, RefreshUse, StoreError, User, UserProfile,
 };
 use crate::identity::Status;
 use crate::key::{KeyId, SecretDigest};
 
 /// Schema migrations in order: entry `n` brings the schema to version `n + 1`. A released entry is
 /// never edited; a change to the schema is a new entry.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_schema.sql"),
+    include_str!("../../migrations/postgres/0002_accounts.sql"),
+];
 
 /// The channel the schema's triggers notify on.
 const CHANNEL: &str = "tower_api_key";
@@ -52,7 +57,7 @@ const LISTENER_NAME: &str = "tower-api-key listener";
 macro_rules! keys {
     () => {
         "(SELECT k.id, k.digest, k.user_uid, k.user_name, k.company_id, k.company_name, \
-           k.description, k.description_folded, k.read_only, k.scopes, k.status, k.created, \
+           k.description, k.description_folded, k.read_only, k.scopes, k.status, k.created, k.status_locked, \
            COALESCE(u.status, ou.status, 'enabled') AS user_status, \
            COALESCE(c.status, oc.status, 'enabled') AS company_status, \
            CASE \
@@ -300,23 +305,29 @@ async fn snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, Store
         .map_err(StoreError::backend)
 }
 
-/// One page of a table and its row count, read in one snapshot.
+/// One page of a table and its row count, read in one snapshot: `select` gets the page's
+/// `LIMIT` and `OFFSET`.
 async fn page<T>(
     pool: &PgPool,
-    count: &'static str,
-    select: &'static str,
+    count: &mut QueryBuilder<'_, Postgres>,
+    select: &mut QueryBuilder<'_, Postgres>,
     offset: u64,
     limit: u64,
     decode: fn(&PgRow) -> Result<T, StoreError>,
 ) -> Result<Page<T>, StoreError> {
+    select
+        .push(" LIMIT ")
+        .push_bind(sql_count(limit))
+        .push(" OFFSET ")
+        .push_bind(sql_count(offset));
     let mut tx = snapshot(pool).await?;
-    let total: i64 = sqlx::query_scalar(count)
+    let total: i64 = count
+        .build_query_scalar()
         .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
-    let rows = sqlx::query(select)
-        .bind(sql_count(limit))
-        .bind(sql_count(offset))
+    let rows = select
+        .build()
         .fetch_all(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
@@ -341,8 +352,8 @@ impl KeyStore for PostgresStore {
     async fn insert(&self, record: KeyRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO tower_api_key.api_keys (id, digest, user_uid, user_name, company_id, \
-             company_name, description, description_folded, read_only, scopes, status, created) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             company_name, description, description_folded, read_only, scopes, status, created, \
+             status_locked) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(sql_id(record.id)?)
         .bind(&record.digest.as_bytes()[..])
@@ -356,6 +367,7 @@ impl KeyStore for PostgresStore {
         .bind(format_scopes(record.scopes))
         .bind(record.status.as_str())
         .bind(format_date(record.created)?)
+        .bind(record.status_locked)
         .execute(&self.pool)
         .await
         .map_err(write_error)?;
@@ -367,13 +379,15 @@ impl KeyStore for PostgresStore {
         let updated = sqlx::query(
             "UPDATE tower_api_key.api_keys SET status = COALESCE($1, status), \
              description = COALESCE($2, description), \
-             description_folded = COALESCE($3, description_folded) \
+             description_folded = COALESCE($3, description_folded), \
+             status_locked = COALESCE($5, status_locked) \
              WHERE id = $4",
         )
         .bind(update.status.map(Status::as_str))
         .bind(update.description.as_deref())
         .bind(update.description.as_deref().map(str::to_lowercase))
         .bind(sql_id(id)?)
+        .bind(update.status_locked)
         .execute(&mut *tx)
         .await
         .map_err(StoreError::backend)?
@@ -459,13 +473,18 @@ impl AccountStore for PostgresStore {
     async fn create_company(&self, company: Company) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         lock_owner(&mut tx, OwnerKind::Company, &company.uid).await?;
-        sqlx::query("INSERT INTO tower_api_key.companies (uid, name, status) VALUES ($1, $2, $3)")
-            .bind(&company.uid)
-            .bind(&company.name)
-            .bind(company.status.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(write_error)?;
+        sqlx::query(
+            "INSERT INTO tower_api_key.companies (uid, name, status, profile, token_generation) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&company.uid)
+        .bind(&company.name)
+        .bind(company.status.as_str())
+        .bind(format_profile(&company.profile)?)
+        .bind(format_generation(company.token_generation))
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error)?;
         // From now on the company's row holds its status.
         sqlx::query("DELETE FROM tower_api_key.owner_status WHERE kind = 'company' AND id = $1")
             .bind(&company.uid)
@@ -476,21 +495,26 @@ impl AccountStore for PostgresStore {
     }
 
     async fn company(&self, uid: &str) -> Result<Option<Company>, StoreError> {
-        let row =
-            sqlx::query("SELECT uid, name, status FROM tower_api_key.companies WHERE uid = $1")
-                .bind(uid)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(StoreError::backend)?;
+        let row = sqlx::query(&format!(
+            "SELECT {COMPANY_COLUMNS} FROM tower_api_key.companies WHERE uid = $1"
+        ))
+        .bind(uid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
         row.as_ref().map(decode_company).transpose()
     }
 
     async fn list_companies(&self, offset: u64, limit: u64) -> Result<Page<Company>, StoreError> {
+        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM tower_api_key.companies");
+        let mut select = QueryBuilder::new(format!(
+            "SELECT {COMPANY_COLUMNS} FROM tower_api_key.companies \
+             ORDER BY name COLLATE \"C\", uid COLLATE \"C\""
+        ));
         page(
             &self.pool,
-            "SELECT COUNT(*) FROM tower_api_key.companies",
-            "SELECT uid, name, status FROM tower_api_key.companies \
-             ORDER BY name COLLATE \"C\", uid COLLATE \"C\" LIMIT $1 OFFSET $2",
+            &mut count,
+            &mut select,
             offset,
             limit,
             decode_company,
@@ -498,13 +522,29 @@ impl AccountStore for PostgresStore {
         .await
     }
 
+    async fn update_company_profile(
+        &self,
+        uid: &str,
+        profile: CompanyProfile,
+    ) -> Result<Option<Company>, StoreError> {
+        let row = sqlx::query(&format!(
+            "UPDATE tower_api_key.companies SET profile = $1 WHERE uid = $2 \
+             RETURNING {COMPANY_COLUMNS}"
+        ))
+        .bind(format_profile(&profile)?)
+        .bind(uid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        row.as_ref().map(decode_company).transpose()
+    }
+
     async fn create_user(&self, user: User) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         lock_owner(&mut tx, OwnerKind::User, &user.uid).await?;
         sqlx::query(
-            "INSERT INTO tower_api_key.users \
-             (uid, user_name, password_hash, role, company_id, status, created) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO tower_api_key.users (uid, user_name, password_hash, role, company_id, \
+             status, created, profile, token_generation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&user.uid)
         .bind(&user.user_name)
@@ -513,6 +553,8 @@ impl AccountStore for PostgresStore {
         .bind(&user.company_id)
         .bind(user.status.as_str())
         .bind(format_date(user.created)?)
+        .bind(format_profile(&user.profile)?)
+        .bind(format_generation(user.token_generation))
         .execute(&mut *tx)
         .await
         .map_err(write_error)?;
@@ -526,10 +568,9 @@ impl AccountStore for PostgresStore {
     }
 
     async fn user(&self, uid: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(
-            "SELECT uid, user_name, password_hash, role, company_id, status, created \
-             FROM tower_api_key.users WHERE uid = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM tower_api_key.users WHERE uid = $1"
+        ))
         .bind(uid)
         .fetch_optional(&self.pool)
         .await
@@ -538,10 +579,9 @@ impl AccountStore for PostgresStore {
     }
 
     async fn user_by_name(&self, user_name: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(
-            "SELECT uid, user_name, password_hash, role, company_id, status, created \
-             FROM tower_api_key.users WHERE user_name = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM tower_api_key.users WHERE user_name = $1"
+        ))
         .bind(user_name)
         .fetch_optional(&self.pool)
         .await
@@ -549,13 +589,24 @@ impl AccountStore for PostgresStore {
         row.as_ref().map(decode_user).transpose()
     }
 
-    async fn list_users(&self, offset: u64, limit: u64) -> Result<Page<User>, StoreError> {
+    async fn list_users(
+        &self,
+        company_id: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<User>, StoreError> {
+        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM tower_api_key.users");
+        let mut select =
+            QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM tower_api_key.users"));
+        if let Some(id) = company_id {
+            count.push(" WHERE company_id = ").push_bind(id.to_owned());
+            select.push(" WHERE company_id = ").push_bind(id.to_owned());
+        }
+        select.push(" ORDER BY user_name COLLATE \"C\", uid COLLATE \"C\"");
         page(
             &self.pool,
-            "SELECT COUNT(*) FROM tower_api_key.users",
-            "SELECT uid, user_name, password_hash, role, company_id, status, created \
-             FROM tower_api_key.users \
-             ORDER BY user_name COLLATE \"C\", uid COLLATE \"C\" LIMIT $1 OFFSET $2",
+            &mut count,
+            &mut select,
             offset,
             limit,
             decode_user,
@@ -563,51 +614,132 @@ impl AccountStore for PostgresStore {
         .await
     }
 
+    async fn update_user_profile(
+        &self,
+        uid: &str,
+        profile: UserProfile,
+    ) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(&format!(
+            "UPDATE tower_api_key.users SET profile = $1 WHERE uid = $2 RETURNING {USER_COLUMNS}"
+        ))
+        .bind(format_profile(&profile)?)
+        .bind(uid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        row.as_ref().map(decode_user).transpose()
+    }
+
     async fn put_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        // Expired tokens, used or not, are of no more use, not even to recognise a replay.
+        sqlx::query("DELETE FROM tower_api_key.refresh_tokens WHERE expires <= $1")
+            .bind(format_date(OffsetDateTime::now_utc())?)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
         sqlx::query(
-            "INSERT INTO tower_api_key.refresh_tokens (digest, user_uid, read_only, expires) \
-             VALUES ($1, $2, $3, $4) \
+            "INSERT INTO tower_api_key.refresh_tokens (digest, user_uid, read_only, expires, \
+             family, user_generation, company_generation, used) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE) \
              ON CONFLICT (digest) DO UPDATE SET user_uid = excluded.user_uid, \
-             read_only = excluded.read_only, expires = excluded.expires",
+             read_only = excluded.read_only, expires = excluded.expires, family = excluded.family, \
+             user_generation = excluded.user_generation, \
+             company_generation = excluded.company_generation, used = FALSE",
         )
         .bind(&token.digest.as_bytes()[..])
         .bind(&token.user_uid)
         .bind(token.read_only)
         .bind(format_date(token.expires)?)
-        .execute(&self.pool)
+        .bind(&token.family)
+        .bind(format_generation(token.user_generation))
+        .bind(format_generation(token.company_generation))
+        .execute(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
-        Ok(())
+        tx.commit().await.map_err(StoreError::backend)
     }
 
     async fn take_refresh_token(
         &self,
         digest: &SecretDigest,
-    ) -> Result<Option<RefreshToken>, StoreError> {
-        // One statement finds and removes the token, so two requests cannot both use it.
+    ) -> Result<Option<RefreshUse>, StoreError> {
+        // The row lock is held from the read to the mark, so two requests cannot both see it
+        // unused.
         let mut tx = self.begin().await?;
-        let row = sqlx::query(
-            "DELETE FROM tower_api_key.refresh_tokens WHERE digest = $1 \
-             RETURNING digest, user_uid, read_only, expires",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {REFRESH_COLUMNS}, used FROM tower_api_key.refresh_tokens \
+             WHERE digest = $1 FOR UPDATE"
+        ))
         .bind(&digest.as_bytes()[..])
         .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
-        // A token that cannot be decoded stays where it is, to be looked at.
-        let token = row.as_ref().map(decode_refresh_token).transpose()?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        // A token that cannot be decoded stays as it is, to be looked at.
+        let token = decode_refresh_token(&row)?;
+        let used: bool = column(&row, "used")?;
+        if !used {
+            sqlx::query("UPDATE tower_api_key.refresh_tokens SET used = TRUE WHERE digest = $1")
+                .bind(&digest.as_bytes()[..])
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::backend)?;
+        }
         tx.commit().await.map_err(StoreError::backend)?;
-        Ok(token)
+        Ok(Some(if used {
+            RefreshUse::Replayed(token)
+        } else {
+            RefreshUse::Fresh(token)
+        }))
     }
 
-    async fn revoke_refresh_tokens(&self, user_uid: &str) -> Result<u64, StoreError> {
-        let deleted = sqlx::query("DELETE FROM tower_api_key.refresh_tokens WHERE user_uid = $1")
-            .bind(user_uid)
+    async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM tower_api_key.refresh_tokens WHERE family = $1")
+            .bind(family)
             .execute(&self.pool)
             .await
             .map_err(StoreError::backend)?
             .rows_affected();
         Ok(deleted)
+    }
+
+    async fn revoke_user_tokens(&self, user_uid: &str) -> Result<Option<u64>, StoreError> {
+        // The trigger on `users` tells every node, in this transaction.
+        let mut tx = self.begin().await?;
+        let generation: Option<i64> = sqlx::query_scalar(
+            "UPDATE tower_api_key.users SET token_generation = token_generation + 1 \
+             WHERE uid = $1 RETURNING token_generation",
+        )
+        .bind(user_uid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+        let Some(generation) = generation else {
+            return Ok(None);
+        };
+        sqlx::query("DELETE FROM tower_api_key.refresh_tokens WHERE user_uid = $1")
+            .bind(user_uid)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        tx.commit().await.map_err(StoreError::backend)?;
+        parse_generation(generation).map(Some)
+    }
+
+    async fn revoke_company_tokens(&self, company_id: &str) -> Result<Option<u64>, StoreError> {
+        // The trigger on `companies` tells every node.
+        let generation: Option<i64> = sqlx::query_scalar(
+            "UPDATE tower_api_key.companies SET token_generation = token_generation + 1 \
+             WHERE uid = $1 RETURNING token_generation",
+        )
+        .bind(company_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        generation.map(parse_generation).transpose()
     }
 }
 

@@ -15,12 +15,14 @@ use redis::{Client, Script};
 use tokio::sync::mpsc;
 
 use super::codec::{
-    format_date, format_scopes, in_key, parse_date, parse_digest, parse_scopes, parse_status,
+    format_date, format_profile, format_scopes, in_key, parse_date, parse_digest, parse_generation,
+    parse_profile, parse_scopes, parse_status,
 };
 use super::notify::{self, encode_event, Notifier, Subscription, Timing};
 use super::{
-    AccountStore, ChangeEvent, ChangeStream, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery,
-    Owner, Page, RefreshToken, Role, StoreError, User,
+    AccountStore, ChangeEvent, ChangeStream, Company, CompanyProfile, KeyRecord, KeyStore,
+    KeyUpdate, ListQuery, Owner, Page, RefreshToken, RefreshUse, Role, StoreError, User,
+    UserProfile,
 };
 use crate::identity::Status;
 use crate::key::{KeyId, SecretDigest};
@@ -70,14 +72,15 @@ redis.call('PUBLISH', p .. 'changes', ARGV[4])
 return 1
 ";
 
-/// `ARGV`: prefix, id, change payload, new status or '', '1' and the new description or '0'. The
-/// record as it now is, or nil.
+/// `ARGV`: prefix, id, change payload, new status or '', '1' and the new description or '0' and
+/// '', new status lock ('0', '1') or ''. The record as it now is, or nil.
 const UPDATE: &str = r"
 local p, id = ARGV[1], ARGV[2]
 local k = p .. 'key:' .. id
 if redis.call('EXISTS', k) == 0 then return false end
 if ARGV[4] ~= '' then redis.call('HSET', k, 'status', ARGV[4]) end
 if ARGV[5] == '1' then redis.call('HSET', k, 'description', ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('HSET', k, 'status_locked', ARGV[7]) end
 redis.call('PUBLISH', p .. 'changes', ARGV[3])
 return record(p, id)
 ";
@@ -151,45 +154,85 @@ end
 return out
 ";
 
-/// `ARGV`: prefix, digest (hex), then the hash's fields and values, the user uid fourth of them.
+/// `ARGV`: prefix, digest (hex), expiry (Unix milliseconds), user uid, family, then the hash's
+/// fields and values. The token's hash expires with it.
 const PUT_REFRESH_TOKEN: &str = r"
-local p, hex = ARGV[1], ARGV[2]
+local p, hex, uid, family = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
 local k = p .. 'refresh:' .. hex
-local old = redis.call('HGET', k, 'user_uid')
-if old then redis.call('SREM', p .. 'user-refresh:' .. old, hex) end
+local old = redis.call('HMGET', k, 'user_uid', 'family')
+if old[1] then redis.call('SREM', p .. 'user-refresh:' .. old[1], hex) end
+if old[2] then redis.call('SREM', p .. 'refresh-family:' .. old[2], hex) end
 redis.call('DEL', k)
-redis.call('HSET', k, unpack(ARGV, 3))
-redis.call('SADD', p .. 'user-refresh:' .. ARGV[6], hex)
+redis.call('HSET', k, unpack(ARGV, 6))
+redis.call('HSET', k, 'used', '0')
+redis.call('PEXPIREAT', k, ARGV[3])
+-- The sets live as long as their newest token, so expired tokens leave nothing behind.
+for _, set in ipairs({p .. 'user-refresh:' .. uid, p .. 'refresh-family:' .. family}) do
+  redis.call('SADD', set, hex)
+  if redis.call('PTTL', set) < 0 or redis.call('PEXPIRETIME', set) < tonumber(ARGV[3]) then
+    redis.call('PEXPIREAT', set, ARGV[3])
+  end
+end
 return 1
 ";
 
-/// `ARGV`: prefix, digest (hex). The token's fields, removed, or nil.
+/// `ARGV`: prefix, digest (hex). The token's fields as they were, marked used, or nil.
 const TAKE_REFRESH_TOKEN: &str = r"
-local p, hex = ARGV[1], ARGV[2]
-local k = p .. 'refresh:' .. hex
+local k = ARGV[1] .. 'refresh:' .. ARGV[2]
 local h = redis.call('HGETALL', k)
 if #h == 0 then return false end
-local uid = redis.call('HGET', k, 'user_uid')
-redis.call('DEL', k)
-if uid then redis.call('SREM', p .. 'user-refresh:' .. uid, hex) end
+redis.call('HSET', k, 'used', '1')
 return h
 ";
 
-/// `ARGV`: prefix, user uid. How many tokens were removed.
-const REVOKE_REFRESH_TOKENS: &str = r"
-local p, uid = ARGV[1], ARGV[2]
-local set = p .. 'user-refresh:' .. uid
-local hexes = redis.call('SMEMBERS', set)
-local n = 0
-for i = 1, #hexes do
-  local k = p .. 'refresh:' .. hexes[i]
-  if redis.call('HGET', k, 'user_uid') == uid then
-    redis.call('DEL', k)
-    n = n + 1
+/// Removes the refresh tokens whose digests (hex) are in the set `set`, and the set: how many.
+const REMOVE_REFRESH_FN: &str = r"
+local function remove_refresh(p, set)
+  local hexes = redis.call('SMEMBERS', set)
+  local n = 0
+  for i = 1, #hexes do
+    local k = p .. 'refresh:' .. hexes[i]
+    local owner = redis.call('HMGET', k, 'user_uid', 'family')
+    if owner[1] then redis.call('SREM', p .. 'user-refresh:' .. owner[1], hexes[i]) end
+    if owner[2] then redis.call('SREM', p .. 'refresh-family:' .. owner[2], hexes[i]) end
+    n = n + redis.call('DEL', k)
   end
+  redis.call('DEL', set)
+  return n
 end
-redis.call('DEL', set)
-return n
+";
+
+/// `ARGV`: prefix, family. How many tokens were removed.
+const REVOKE_REFRESH_FAMILY: &str = r"
+return remove_refresh(ARGV[1], ARGV[1] .. 'refresh-family:' .. ARGV[2])
+";
+
+/// `ARGV`: prefix, owner kind (`user` or `company`), id. Moves the account's token generation on,
+/// removes a user's refresh tokens, and publishes the account's change with its status: the new
+/// generation, or nil when there is no such account.
+const REVOKE_TOKENS: &str = r"
+local p, kind, id = ARGV[1], ARGV[2], ARGV[3]
+local k = p .. kind .. ':' .. id
+if redis.call('EXISTS', k) == 0 then return false end
+local generation = redis.call('HINCRBY', k, 'token_generation', 1)
+if kind == 'user' then remove_refresh(p, p .. 'user-refresh:' .. id) end
+local status = redis.call('HGET', p .. kind .. '-status', id) or 'enabled'
+local payload = kind .. ':' .. id .. ':' .. status
+if #payload > 7900 then payload = 'resync' end
+redis.call('PUBLISH', p .. 'changes', payload)
+return generation
+";
+
+/// `ARGV`: prefix, owner kind, id, profile (JSON). The account with its status, or nil.
+const SET_PROFILE: &str = r"
+local p, kind, id = ARGV[1], ARGV[2], ARGV[3]
+local k = p .. kind .. ':' .. id
+if redis.call('EXISTS', k) == 0 then return false end
+redis.call('HSET', k, 'profile', ARGV[4])
+local h = redis.call('HGETALL', k)
+h[#h + 1] = 'status'
+h[#h + 1] = redis.call('HGET', p .. kind .. '-status', id) or 'enabled'
+return h
 ";
 
 /// The store's scripts, loaded once per store (Redis caches them by digest).
@@ -204,12 +247,15 @@ struct Scripts {
     accounts: Script,
     put_refresh_token: Script,
     take_refresh_token: Script,
-    revoke_refresh_tokens: Script,
+    revoke_refresh_family: Script,
+    revoke_tokens: Script,
+    set_profile: Script,
 }
 
 impl Scripts {
     fn new() -> Self {
         let with_record = |body: &str| Script::new(&format!("{RECORD_FN}{body}"));
+        let with_remove = |body: &str| Script::new(&format!("{REMOVE_REFRESH_FN}{body}"));
         Self {
             get: with_record(GET),
             insert: Script::new(INSERT),
@@ -221,7 +267,9 @@ impl Scripts {
             accounts: Script::new(ACCOUNTS),
             put_refresh_token: Script::new(PUT_REFRESH_TOKEN),
             take_refresh_token: Script::new(TAKE_REFRESH_TOKEN),
-            revoke_refresh_tokens: Script::new(REVOKE_REFRESH_TOKENS),
+            revoke_refresh_family: with_remove(REVOKE_REFRESH_FAMILY),
+            revoke_tokens: with_remove(REVOKE_TOKENS),
+            set_profile: Script::new(SET_PROFILE),
         }
     }
 }
@@ -354,6 +402,43 @@ impl RedisStore {
         Ok(rows.into_iter().map(Fields::new).collect())
     }
 
+    /// Moves the token generation of the account `id` of `kind` on (see
+    /// [`AccountStore::revoke_user_tokens`]).
+    async fn revoke_tokens(&self, kind: &str, id: &str) -> Result<Option<u64>, StoreError> {
+        let generation: Option<i64> = self
+            .scripts
+            .revoke_tokens
+            .prepare_invoke()
+            .arg(&*self.prefix)
+            .arg(kind)
+            .arg(id)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        generation.map(parse_generation).transpose()
+    }
+
+    /// Replaces the profile of the account `id` of `kind`: its fields as they now are, or `None`.
+    async fn set_profile(
+        &self,
+        kind: &str,
+        id: &str,
+        profile: &str,
+    ) -> Result<Option<Fields>, StoreError> {
+        let fields: Option<Vec<Vec<u8>>> = self
+            .scripts
+            .set_profile
+            .prepare_invoke()
+            .arg(&*self.prefix)
+            .arg(kind)
+            .arg(id)
+            .arg(profile)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(fields.map(Fields::new))
+    }
+
     /// Creates the account `uid` of `kind` with `fields`, unless one with that uid or `name` exists
     /// (a conflict), and publishes `event` with it.
     async fn create_account(
@@ -424,6 +509,31 @@ impl Fields {
         self.text(name).map(str::to_owned)
     }
 
+    /// A field that records written by earlier versions lack.
+    fn optional(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name.as_bytes()).map(Vec::as_slice)
+    }
+
+    /// An account's profile; `{}` for accounts written before profiles existed.
+    fn profile<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, StoreError> {
+        match self.optional("profile") {
+            None => Ok(T::default()),
+            Some(_) => parse_profile(self.text("profile")?),
+        }
+    }
+
+    /// A token generation; 0 when the field is missing (written before generations existed).
+    fn generation(&self, name: &str) -> Result<u64, StoreError> {
+        match self.optional(name) {
+            None => Ok(0),
+            Some(_) => {
+                let text = self.text(name)?;
+                text.parse::<u64>()
+                    .map_err(|_| StoreError::corrupt(format!("field `{name}`: `{text}`")))
+            }
+        }
+    }
+
     fn flag(&self, name: &str) -> Result<bool, StoreError> {
         match self.bytes(name)? {
             b"0" => Ok(false),
@@ -478,6 +588,10 @@ fn decode_key(fields: &Fields) -> Result<KeyRecord, StoreError> {
             user_status: parse_status(fields.text("user_status")?)?,
             company_status: parse_status(fields.text("company_status")?)?,
             created: parse_date(fields.text("created")?)?,
+            // Keys written before the lock existed have no field: unlocked.
+            status_locked: fields
+                .optional("status_locked")
+                .map_or(Ok(false), |_| fields.flag("status_locked"))?,
         })
     };
     decode().map_err(|e| in_key(id, e))
@@ -494,6 +608,8 @@ fn decode_user(fields: &Fields) -> Result<User, StoreError> {
         company_id: fields.string("company_id")?,
         status: parse_status(fields.text("status")?)?,
         created: parse_date(fields.text("created")?)?,
+        profile: fields.profile()?,
+        token_generation: fields.generation("token_generation")?,
     })
 }
 
@@ -502,6 +618,8 @@ fn decode_company(fields: &Fields) -> Result<Company, StoreError> {
         uid: fields.string("uid")?,
         name: fields.string("name")?,
         status: parse_status(fields.text("status")?)?,
+        profile: fields.profile()?,
+        token_generation: fields.generation("token_generation")?,
     })
 }
 
@@ -511,6 +629,9 @@ fn decode_refresh_token(fields: &Fields) -> Result<RefreshToken, StoreError> {
         user_uid: fields.string("user_uid")?,
         read_only: fields.flag("read_only")?,
         expires: parse_date(fields.text("expires")?)?,
+        family: fields.string("family")?,
+        user_generation: fields.generation("user_generation")?,
+        company_generation: fields.generation("company_generation")?,
     })
 }
 
@@ -571,6 +692,8 @@ impl KeyStore for RedisStore {
             .arg(record.status.as_str())
             .arg("created")
             .arg(created)
+            .arg("status_locked")
+            .arg(flag(record.status_locked))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(StoreError::backend)?;
@@ -593,6 +716,7 @@ impl KeyStore for RedisStore {
             .arg(update.status.map_or("", Status::as_str))
             .arg(flag(update.description.is_some()))
             .arg(update.description.as_deref().unwrap_or(""))
+            .arg(update.status_locked.map_or("", flag))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(StoreError::backend)?;
@@ -671,7 +795,12 @@ impl AccountStore for RedisStore {
             &company.name,
             company.status,
             &event,
-            &[("uid", &company.uid), ("name", &company.name)],
+            &[
+                ("uid", &company.uid),
+                ("name", &company.name),
+                ("profile", &format_profile(&company.profile)?),
+                ("token_generation", &company.token_generation.to_string()),
+            ],
         )
         .await
     }
@@ -688,6 +817,18 @@ impl AccountStore for RedisStore {
             .map(decode_company)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page_of(companies, offset, limit, |c| (&c.name, &c.uid)))
+    }
+
+    async fn update_company_profile(
+        &self,
+        uid: &str,
+        profile: CompanyProfile,
+    ) -> Result<Option<Company>, StoreError> {
+        self.set_profile("company", uid, &format_profile(&profile)?)
+            .await?
+            .as_ref()
+            .map(decode_company)
+            .transpose()
     }
 
     async fn create_user(&self, user: User) -> Result<(), StoreError> {
@@ -709,6 +850,8 @@ impl AccountStore for RedisStore {
                 ("role", user.role.as_str()),
                 ("company_id", &user.company_id),
                 ("created", &created),
+                ("profile", &format_profile(&user.profile)?),
+                ("token_generation", &user.token_generation.to_string()),
             ],
         )
         .await
@@ -724,22 +867,46 @@ impl AccountStore for RedisStore {
         rows.first().map(decode_user).transpose()
     }
 
-    async fn list_users(&self, offset: u64, limit: u64) -> Result<Page<User>, StoreError> {
+    async fn list_users(
+        &self,
+        company_id: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<User>, StoreError> {
         let rows = self.accounts("user", "all", "").await?;
-        let users = rows
+        let mut users = rows
             .iter()
             .map(decode_user)
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(id) = company_id {
+            users.retain(|u| u.company_id == id);
+        }
         Ok(page_of(users, offset, limit, |u| (&u.user_name, &u.uid)))
     }
 
+    async fn update_user_profile(
+        &self,
+        uid: &str,
+        profile: UserProfile,
+    ) -> Result<Option<User>, StoreError> {
+        self.set_profile("user", uid, &format_profile(&profile)?)
+            .await?
+            .as_ref()
+            .map(decode_user)
+            .transpose()
+    }
+
     async fn put_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
+        let expires_ms = token.expires.unix_timestamp_nanos() / 1_000_000;
         let _: i64 = self
             .scripts
             .put_refresh_token
             .prepare_invoke()
             .arg(&*self.prefix)
             .arg(hex(&token.digest))
+            .arg(i64::try_from(expires_ms).unwrap_or(i64::MAX))
+            .arg(&token.user_uid)
+            .arg(&token.family)
             .arg("digest")
             .arg(&token.digest.as_bytes()[..])
             .arg("user_uid")
@@ -748,6 +915,12 @@ impl AccountStore for RedisStore {
             .arg(flag(token.read_only))
             .arg("expires")
             .arg(format_date(token.expires)?)
+            .arg("family")
+            .arg(&token.family)
+            .arg("user_generation")
+            .arg(token.user_generation)
+            .arg("company_generation")
+            .arg(token.company_generation)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(StoreError::backend)?;
@@ -757,9 +930,8 @@ impl AccountStore for RedisStore {
     async fn take_refresh_token(
         &self,
         digest: &SecretDigest,
-    ) -> Result<Option<RefreshToken>, StoreError> {
-        // Found and removed in one script, so two requests cannot both use it. A token that cannot
-        // be decoded is gone all the same: Redis has no rollback.
+    ) -> Result<Option<RefreshUse>, StoreError> {
+        // Read and marked used in one script, so two requests cannot both see it unused.
         let fields: Option<Vec<Vec<u8>>> = self
             .scripts
             .take_refresh_token
@@ -769,22 +941,36 @@ impl AccountStore for RedisStore {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(StoreError::backend)?;
-        fields
-            .map(|f| decode_refresh_token(&Fields::new(f)))
-            .transpose()
+        let Some(fields) = fields.map(Fields::new) else {
+            return Ok(None);
+        };
+        let token = decode_refresh_token(&fields)?;
+        Ok(Some(if fields.flag("used")? {
+            RefreshUse::Replayed(token)
+        } else {
+            RefreshUse::Fresh(token)
+        }))
     }
 
-    async fn revoke_refresh_tokens(&self, user_uid: &str) -> Result<u64, StoreError> {
+    async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError> {
         let revoked: i64 = self
             .scripts
-            .revoke_refresh_tokens
+            .revoke_refresh_family
             .prepare_invoke()
             .arg(&*self.prefix)
-            .arg(user_uid)
+            .arg(family)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(StoreError::backend)?;
         Ok(u64::try_from(revoked).unwrap_or(0))
+    }
+
+    async fn revoke_user_tokens(&self, user_uid: &str) -> Result<Option<u64>, StoreError> {
+        self.revoke_tokens("user", user_uid).await
+    }
+
+    async fn revoke_company_tokens(&self, company_id: &str) -> Result<Option<u64>, StoreError> {
+        self.revoke_tokens("company", company_id).await
     }
 }
 

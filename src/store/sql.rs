@@ -4,7 +4,9 @@
 
 use sqlx::{ColumnIndex, Database, Decode, QueryBuilder, Row, Type};
 
-use super::codec::{in_key, parse_date, parse_digest, parse_scopes, parse_status};
+use super::codec::{
+    in_key, parse_date, parse_digest, parse_generation, parse_profile, parse_scopes, parse_status,
+};
 use super::{
     Company, KeyRecord, ListQuery, Owner, RefreshToken, Role, SortField, StoreError, User,
 };
@@ -106,6 +108,7 @@ pub(crate) fn decode_key(row: &impl SchemaRow) -> Result<KeyRecord, StoreError> 
             user_status: parse_status(&row.text("user_status")?)?,
             company_status: parse_status(&row.text("company_status")?)?,
             created: parse_date(&row.text("created")?)?,
+            status_locked: row.flag("status_locked")?,
         })
     };
     decode().map_err(|e| in_key(id, e))
@@ -116,8 +119,21 @@ pub(crate) fn decode_company(row: &impl SchemaRow) -> Result<Company, StoreError
         uid: row.text("uid")?,
         name: row.text("name")?,
         status: parse_status(&row.text("status")?)?,
+        profile: parse_profile(&row.text("profile")?)?,
+        token_generation: parse_generation(row.int("token_generation")?)?,
     })
 }
+
+/// The columns [`decode_company`] reads.
+pub(crate) const COMPANY_COLUMNS: &str = "uid, name, status, profile, token_generation";
+
+/// The columns [`decode_user`] reads.
+pub(crate) const USER_COLUMNS: &str =
+    "uid, user_name, password_hash, role, company_id, status, created, profile, token_generation";
+
+/// The columns [`decode_refresh_token`] reads.
+pub(crate) const REFRESH_COLUMNS: &str =
+    "digest, user_uid, read_only, expires, family, user_generation, company_generation";
 
 pub(crate) fn decode_user(row: &impl SchemaRow) -> Result<User, StoreError> {
     let role = row.text("role")?;
@@ -130,6 +146,8 @@ pub(crate) fn decode_user(row: &impl SchemaRow) -> Result<User, StoreError> {
         company_id: row.text("company_id")?,
         status: parse_status(&row.text("status")?)?,
         created: parse_date(&row.text("created")?)?,
+        profile: parse_profile(&row.text("profile")?)?,
+        token_generation: parse_generation(row.int("token_generation")?)?,
     })
 }
 
@@ -139,6 +157,9 @@ pub(crate) fn decode_refresh_token(row: &impl SchemaRow) -> Result<RefreshToken,
         user_uid: row.text("user_uid")?,
         read_only: row.flag("read_only")?,
         expires: parse_date(&row.text("expires")?)?,
+        family: row.text("family")?,
+        user_generation: parse_generation(row.int("user_generation")?)?,
+        company_generation: parse_generation(row.int("company_generation")?)?,
     })
 }
 

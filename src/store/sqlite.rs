@@ -13,21 +13,26 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 use time::OffsetDateTime;
 
-use super::codec::{format_date, format_scopes};
+use super::codec::{
+    format_date, format_generation, format_profile, format_scopes, parse_generation,
+};
 use super::sql::{
     column, decode_company, decode_key, decode_refresh_token, decode_user, push_order, sql_count,
-    sql_id, write_error, FlagColumn,
+    sql_id, write_error, FlagColumn, COMPANY_COLUMNS, REFRESH_COLUMNS, USER_COLUMNS,
 };
 use super::{
-    AccountStore, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Page, RefreshToken,
-    StoreError, User,
+    AccountStore, Company, CompanyProfile, KeyRecord, KeyStore, KeyUpdate, ListQuery, Page,
+    RefreshToken, RefreshUse, StoreError, User, UserProfile,
 };
 use crate::identity::Status;
 use crate::key::{KeyId, SecretDigest};
 
 /// Schema migrations in order: entry `n` brings the schema to version `n + 1`. A released entry is
 /// never edited; a change to the schema is a new entry.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_schema.sql"),
+    include_str!("../../migrations/sqlite/0002_accounts.sql"),
+];
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,7 +49,7 @@ const MAX_CONNECTIONS: u32 = 8;
 macro_rules! keys {
     () => {
         "(SELECT k.id, k.digest, k.user_uid, k.user_name, k.company_id, k.company_name, \
-           k.description, k.description_folded, k.read_only, k.scopes, k.status, k.created, \
+           k.description, k.description_folded, k.read_only, k.scopes, k.status, k.created, k.status_locked, \
            COALESCE(u.status, ou.status, 'enabled') AS user_status, \
            COALESCE(c.status, oc.status, 'enabled') AS company_status, \
            CASE \
@@ -298,23 +303,29 @@ fn push_filters(sql: &mut QueryBuilder<'_, Sqlite>, query: &ListQuery) {
     }
 }
 
-/// One page of a table and its row count, read in one snapshot.
+/// One page of a table and its row count, read in one snapshot: `select` gets the page's
+/// `LIMIT` and `OFFSET`.
 async fn page<T>(
     pool: &SqlitePool,
-    count: &'static str,
-    select: &'static str,
+    count: &mut QueryBuilder<'_, Sqlite>,
+    select: &mut QueryBuilder<'_, Sqlite>,
     offset: u64,
     limit: u64,
     decode: fn(&SqliteRow) -> Result<T, StoreError>,
 ) -> Result<Page<T>, StoreError> {
+    select
+        .push(" LIMIT ")
+        .push_bind(sql_count(limit))
+        .push(" OFFSET ")
+        .push_bind(sql_count(offset));
     let mut tx = pool.begin().await.map_err(StoreError::backend)?;
-    let total: i64 = sqlx::query_scalar(count)
+    let total: i64 = count
+        .build_query_scalar()
         .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
-    let rows = sqlx::query(select)
-        .bind(sql_count(limit))
-        .bind(sql_count(offset))
+    let rows = select
+        .build()
         .fetch_all(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
@@ -339,8 +350,8 @@ impl KeyStore for SqliteStore {
     async fn insert(&self, record: KeyRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO api_keys (id, digest, user_uid, user_name, company_id, company_name, \
-             description, description_folded, read_only, scopes, status, created) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             description, description_folded, read_only, scopes, status, created, status_locked) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(sql_id(record.id)?)
         .bind(&record.digest.as_bytes()[..])
@@ -354,6 +365,7 @@ impl KeyStore for SqliteStore {
         .bind(format_scopes(record.scopes))
         .bind(record.status.as_str())
         .bind(format_date(record.created)?)
+        .bind(record.status_locked)
         .execute(&self.pool)
         .await
         .map_err(write_error)?;
@@ -365,12 +377,14 @@ impl KeyStore for SqliteStore {
         let updated = sqlx::query(
             "UPDATE api_keys SET status = COALESCE(?, status), \
              description = COALESCE(?, description), \
-             description_folded = COALESCE(?, description_folded) \
+             description_folded = COALESCE(?, description_folded), \
+             status_locked = COALESCE(?, status_locked) \
              WHERE id = ?",
         )
         .bind(update.status.map(Status::as_str))
         .bind(update.description.as_deref())
         .bind(update.description.as_deref().map(str::to_lowercase))
+        .bind(update.status_locked)
         .bind(sql_id(id)?)
         .execute(&mut *tx)
         .await
@@ -447,13 +461,18 @@ impl KeyStore for SqliteStore {
 impl AccountStore for SqliteStore {
     async fn create_company(&self, company: Company) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
-        sqlx::query("INSERT INTO companies (uid, name, status) VALUES (?, ?, ?)")
-            .bind(&company.uid)
-            .bind(&company.name)
-            .bind(company.status.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(write_error)?;
+        sqlx::query(
+            "INSERT INTO companies (uid, name, status, profile, token_generation) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&company.uid)
+        .bind(&company.name)
+        .bind(company.status.as_str())
+        .bind(format_profile(&company.profile)?)
+        .bind(format_generation(company.token_generation))
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error)?;
         // From now on the company's row holds its status.
         sqlx::query("DELETE FROM owner_status WHERE kind = 'company' AND id = ?")
             .bind(&company.uid)
@@ -464,19 +483,24 @@ impl AccountStore for SqliteStore {
     }
 
     async fn company(&self, uid: &str) -> Result<Option<Company>, StoreError> {
-        let row = sqlx::query("SELECT uid, name, status FROM companies WHERE uid = ?")
-            .bind(uid)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::backend)?;
+        let row = sqlx::query(&format!(
+            "SELECT {COMPANY_COLUMNS} FROM companies WHERE uid = ?"
+        ))
+        .bind(uid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
         row.as_ref().map(decode_company).transpose()
     }
 
     async fn list_companies(&self, offset: u64, limit: u64) -> Result<Page<Company>, StoreError> {
+        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM companies");
+        let mut select = QueryBuilder::new(format!("SELECT {COMPANY_COLUMNS} FROM companies"));
+        select.push(" ORDER BY name, uid");
         page(
             &self.pool,
-            "SELECT COUNT(*) FROM companies",
-            "SELECT uid, name, status FROM companies ORDER BY name, uid LIMIT ? OFFSET ?",
+            &mut count,
+            &mut select,
             offset,
             limit,
             decode_company,
@@ -484,11 +508,27 @@ impl AccountStore for SqliteStore {
         .await
     }
 
+    async fn update_company_profile(
+        &self,
+        uid: &str,
+        profile: CompanyProfile,
+    ) -> Result<Option<Company>, StoreError> {
+        let row = sqlx::query(&format!(
+            "UPDATE companies SET profile = ? WHERE uid = ? RETURNING {COMPANY_COLUMNS}"
+        ))
+        .bind(format_profile(&profile)?)
+        .bind(uid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        row.as_ref().map(decode_company).transpose()
+    }
+
     async fn create_user(&self, user: User) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
         sqlx::query(
-            "INSERT INTO users (uid, user_name, password_hash, role, company_id, status, created) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users (uid, user_name, password_hash, role, company_id, status, created, \
+             profile, token_generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&user.uid)
         .bind(&user.user_name)
@@ -497,6 +537,8 @@ impl AccountStore for SqliteStore {
         .bind(&user.company_id)
         .bind(user.status.as_str())
         .bind(format_date(user.created)?)
+        .bind(format_profile(&user.profile)?)
+        .bind(format_generation(user.token_generation))
         .execute(&mut *tx)
         .await
         .map_err(write_error)?;
@@ -510,22 +552,18 @@ impl AccountStore for SqliteStore {
     }
 
     async fn user(&self, uid: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(
-            "SELECT uid, user_name, password_hash, role, company_id, status, created \
-             FROM users WHERE uid = ?",
-        )
-        .bind(uid)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::backend)?;
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE uid = ?"))
+            .bind(uid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
         row.as_ref().map(decode_user).transpose()
     }
 
     async fn user_by_name(&self, user_name: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(
-            "SELECT uid, user_name, password_hash, role, company_id, status, created \
-             FROM users WHERE user_name = ?",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE user_name = ?"
+        ))
         .bind(user_name)
         .fetch_optional(&self.pool)
         .await
@@ -533,12 +571,23 @@ impl AccountStore for SqliteStore {
         row.as_ref().map(decode_user).transpose()
     }
 
-    async fn list_users(&self, offset: u64, limit: u64) -> Result<Page<User>, StoreError> {
+    async fn list_users(
+        &self,
+        company_id: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<User>, StoreError> {
+        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM users");
+        let mut select = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));
+        if let Some(id) = company_id {
+            count.push(" WHERE company_id = ").push_bind(id.to_owned());
+            select.push(" WHERE company_id = ").push_bind(id.to_owned());
+        }
+        select.push(" ORDER BY user_name, uid");
         page(
             &self.pool,
-            "SELECT COUNT(*) FROM users",
-            "SELECT uid, user_name, password_hash, role, company_id, status, created \
-             FROM users ORDER BY user_name, uid LIMIT ? OFFSET ?",
+            &mut count,
+            &mut select,
             offset,
             limit,
             decode_user,
@@ -546,50 +595,128 @@ impl AccountStore for SqliteStore {
         .await
     }
 
+    async fn update_user_profile(
+        &self,
+        uid: &str,
+        profile: UserProfile,
+    ) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(&format!(
+            "UPDATE users SET profile = ? WHERE uid = ? RETURNING {USER_COLUMNS}"
+        ))
+        .bind(format_profile(&profile)?)
+        .bind(uid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        row.as_ref().map(decode_user).transpose()
+    }
+
     async fn put_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        // Expired tokens, used or not, are of no more use, not even to recognise a replay.
+        sqlx::query("DELETE FROM refresh_tokens WHERE expires <= ?")
+            .bind(format_date(OffsetDateTime::now_utc())?)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
         sqlx::query(
-            "INSERT INTO refresh_tokens (digest, user_uid, read_only, expires) VALUES (?, ?, ?, ?) \
+            "INSERT INTO refresh_tokens (digest, user_uid, read_only, expires, family, \
+             user_generation, company_generation, used) VALUES (?, ?, ?, ?, ?, ?, ?, 0) \
              ON CONFLICT (digest) DO UPDATE SET user_uid = excluded.user_uid, \
-             read_only = excluded.read_only, expires = excluded.expires",
+             read_only = excluded.read_only, expires = excluded.expires, family = excluded.family, \
+             user_generation = excluded.user_generation, \
+             company_generation = excluded.company_generation, used = 0",
         )
         .bind(&token.digest.as_bytes()[..])
         .bind(&token.user_uid)
         .bind(token.read_only)
         .bind(format_date(token.expires)?)
-        .execute(&self.pool)
+        .bind(&token.family)
+        .bind(format_generation(token.user_generation))
+        .bind(format_generation(token.company_generation))
+        .execute(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
-        Ok(())
+        tx.commit().await.map_err(StoreError::backend)
     }
 
     async fn take_refresh_token(
         &self,
         digest: &SecretDigest,
-    ) -> Result<Option<RefreshToken>, StoreError> {
-        // One statement finds and removes the token, so two requests cannot both use it.
+    ) -> Result<Option<RefreshUse>, StoreError> {
+        // The write lock is held from the read to the mark, so two requests cannot both see it
+        // unused.
         let mut tx = self.write().await?;
-        let row = sqlx::query(
-            "DELETE FROM refresh_tokens WHERE digest = ? \
-             RETURNING digest, user_uid, read_only, expires",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {REFRESH_COLUMNS}, used FROM refresh_tokens WHERE digest = ?"
+        ))
         .bind(&digest.as_bytes()[..])
         .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
-        // A token that cannot be decoded stays where it is, to be looked at.
-        let token = row.as_ref().map(decode_refresh_token).transpose()?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        // A token that cannot be decoded stays as it is, to be looked at.
+        let token = decode_refresh_token(&row)?;
+        let used = parse_flag(column(&row, "used")?)?;
+        if !used {
+            sqlx::query("UPDATE refresh_tokens SET used = 1 WHERE digest = ?")
+                .bind(&digest.as_bytes()[..])
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::backend)?;
+        }
         tx.commit().await.map_err(StoreError::backend)?;
-        Ok(token)
+        Ok(Some(if used {
+            RefreshUse::Replayed(token)
+        } else {
+            RefreshUse::Fresh(token)
+        }))
     }
 
-    async fn revoke_refresh_tokens(&self, user_uid: &str) -> Result<u64, StoreError> {
-        let deleted = sqlx::query("DELETE FROM refresh_tokens WHERE user_uid = ?")
-            .bind(user_uid)
+    async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM refresh_tokens WHERE family = ?")
+            .bind(family)
             .execute(&self.pool)
             .await
             .map_err(StoreError::backend)?
             .rows_affected();
         Ok(deleted)
+    }
+
+    async fn revoke_user_tokens(&self, user_uid: &str) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.write().await?;
+        let generation: Option<i64> = sqlx::query_scalar(
+            "UPDATE users SET token_generation = token_generation + 1 WHERE uid = ? \
+             RETURNING token_generation",
+        )
+        .bind(user_uid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+        let Some(generation) = generation else {
+            return Ok(None);
+        };
+        sqlx::query("DELETE FROM refresh_tokens WHERE user_uid = ?")
+            .bind(user_uid)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        tx.commit().await.map_err(StoreError::backend)?;
+        parse_generation(generation).map(Some)
+    }
+
+    async fn revoke_company_tokens(&self, company_id: &str) -> Result<Option<u64>, StoreError> {
+        let generation: Option<i64> = sqlx::query_scalar(
+            "UPDATE companies SET token_generation = token_generation + 1 WHERE uid = ? \
+             RETURNING token_generation",
+        )
+        .bind(company_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        generation.map(parse_generation).transpose()
     }
 }
 
@@ -664,6 +791,7 @@ mod tests {
             user_status: Status::Enabled,
             company_status: Status::Enabled,
             created,
+            status_locked: false,
         }
     }
 
@@ -681,10 +809,12 @@ mod tests {
             uid: uid.to_owned(),
             user_name: name.to_owned(),
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
-            role: Role::User,
+            role: Role::CompanyLocationUser,
             company_id: "c-Alpha".to_owned(),
             status,
             created: datetime!(2024-01-01 0:00 UTC),
+            profile: Default::default(),
+            token_generation: 0,
         }
     }
 
@@ -793,6 +923,8 @@ mod tests {
             uid: "c-Alpha".into(),
             name: "Alpha".into(),
             status: Status::Enabled,
+            profile: Default::default(),
+            token_generation: 0,
         };
         store
             .create_company(company.clone())
@@ -884,6 +1016,8 @@ mod tests {
             uid: "c-Alpha".into(),
             name: "Alpha".into(),
             status: Status::Enabled,
+            profile: Default::default(),
+            token_generation: 0,
         };
         store.create_user(alice.clone()).await.expect("created");
         oracle.create_user(alice.clone()).await.expect("created");
@@ -976,7 +1110,11 @@ mod tests {
         exec(&store, "UPDATE users SET role = 'root'").await;
         assert!(store.user("u-alice").await.unwrap_err().is_corrupt());
         assert!(store.user_by_name("alice").await.unwrap_err().is_corrupt());
-        assert!(store.list_users(0, 10).await.unwrap_err().is_corrupt());
+        assert!(store
+            .list_users(None, 0, 10)
+            .await
+            .unwrap_err()
+            .is_corrupt());
         exec(&store, "UPDATE users SET role = 'user', status = 'bogus'").await;
         assert!(store.user("u-alice").await.unwrap_err().is_corrupt());
         exec(
@@ -991,6 +1129,8 @@ mod tests {
                 uid: "c-Alpha".into(),
                 name: "Alpha".into(),
                 status: Status::Enabled,
+                profile: Default::default(),
+                token_generation: 0,
             })
             .await
             .expect("created");
@@ -1005,6 +1145,9 @@ mod tests {
                 user_uid: "u-alice".into(),
                 read_only: false,
                 expires: datetime!(2030-01-01 0:00 UTC),
+                family: "f".into(),
+                user_generation: 0,
+                company_generation: 0,
             })
             .await
             .expect("stored");
@@ -1023,31 +1166,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn refresh_tokens_are_taken_once() {
+    async fn refresh_tokens_are_used_once_and_replays_recognised() {
         let store = memory().await;
-        let token = |byte: u8, uid: &str| RefreshToken {
+        let token = |byte: u8, uid: &str, family: &str| RefreshToken {
             digest: SecretDigest::from_bytes([byte; 32]),
             user_uid: uid.to_owned(),
             read_only: byte % 2 == 0,
             expires: datetime!(2030-01-01 0:00:00.5 +01:00),
+            family: family.into(),
+            user_generation: u64::from(byte),
+            company_generation: 7,
         };
-        store.put_refresh_token(token(1, "u-a")).await.expect("put");
-        store.put_refresh_token(token(2, "u-a")).await.expect("put");
-        store.put_refresh_token(token(3, "u-b")).await.expect("put");
+        store
+            .put_refresh_token(token(1, "u-a", "a"))
+            .await
+            .expect("put");
+        store
+            .put_refresh_token(token(2, "u-a", "a"))
+            .await
+            .expect("put");
+        store
+            .put_refresh_token(token(3, "u-b", "b"))
+            .await
+            .expect("put");
         // Putting the same digest again replaces the token.
-        store.put_refresh_token(token(3, "u-c")).await.expect("put");
+        store
+            .put_refresh_token(token(3, "u-c", "c"))
+            .await
+            .expect("put");
 
         let digest = SecretDigest::from_bytes([1; 32]);
         let taken = store.take_refresh_token(&digest).await.expect("take");
-        assert_eq!(taken, Some(token(1, "u-a")));
+        assert_eq!(taken, Some(RefreshUse::Fresh(token(1, "u-a", "a"))));
+        let again = store.take_refresh_token(&digest).await.expect("take");
+        assert_eq!(again, Some(RefreshUse::Replayed(token(1, "u-a", "a"))));
+        assert_eq!(store.revoke_refresh_family("a").await.expect("revoke"), 2);
+        assert_eq!(store.revoke_refresh_family("b").await.expect("revoke"), 0);
         assert_eq!(store.take_refresh_token(&digest).await.expect("take"), None);
-        assert_eq!(store.revoke_refresh_tokens("u-a").await.expect("revoke"), 1);
-        assert_eq!(store.revoke_refresh_tokens("u-b").await.expect("revoke"), 0);
         let third = store
             .take_refresh_token(&SecretDigest::from_bytes([3; 32]))
             .await
             .expect("take");
-        assert_eq!(third, Some(token(3, "u-c")));
+        assert_eq!(third, Some(RefreshUse::Fresh(token(3, "u-c", "c"))));
     }
 
     #[test]
@@ -1158,6 +1318,8 @@ mod tests {
                 uid: "c-Alpha".into(),
                 name: "Alpha".into(),
                 status: Status::Enabled,
+                profile: Default::default(),
+                token_generation: 0,
             })
             .await
             .expect("created");

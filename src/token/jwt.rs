@@ -54,6 +54,13 @@ pub struct JwtClaims {
     /// Token id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// The user's token generation when the login began (see `User::token_generation` in the
+    /// management API); tokens of an older generation are revoked.
+    #[serde(default, rename = "gen", skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// The company's token generation when the login began.
+    #[serde(default, rename = "cgen", skip_serializing_if = "Option::is_none")]
+    pub company_generation: Option<u64>,
 }
 
 impl JwtClaims {
@@ -314,6 +321,8 @@ mod tests {
             iss: None,
             aud: None,
             jti: None,
+            generation: None,
+            company_generation: None,
         }
     }
 
