@@ -242,6 +242,8 @@ async fn run(args: Args) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
     tracing::info!("listening on http://{addr} (API under http://{addr}/api/v3)");
+    // The client's address lets the token endpoint throttle failed logins per client.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

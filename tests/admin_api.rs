@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use tower_api_key::admin::{bootstrap_admin, Admin};
+use tower_api_key::admin::{bootstrap_admin, Admin, LoginLimits};
 use tower_api_key::store::{AccountStore, KeyStore};
 use tower_api_key::{KeyRing, MemoryStore, SqliteStore};
 
@@ -92,12 +92,15 @@ where
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
     });
     Server {
         addr,
@@ -119,6 +122,37 @@ impl Server {
     }
 
     async fn call(&self, method: Method, path: &str, auth: Option<&str>, body: Body<'_>) -> Reply {
+        self.call_with(&self.client, method, path, auth, body).await
+    }
+
+    /// A client whose connections come from `ip` (any address of 127.0.0.0/8 is this machine).
+    fn client_from(ip: [u8; 4]) -> Client<HttpConnector, Full<Bytes>> {
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(std::net::IpAddr::from(ip)));
+        Client::builder(TokioExecutor::new()).build(connector)
+    }
+
+    /// `POST /token` with `form` from the address `ip`.
+    async fn token_request_from(&self, ip: [u8; 4], form: &str) -> Reply {
+        let client = Self::client_from(ip);
+        self.call_with(
+            &client,
+            Method::POST,
+            "/api/v3/token",
+            None,
+            Body::Form(form),
+        )
+        .await
+    }
+
+    async fn call_with(
+        &self,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Body<'_>,
+    ) -> Reply {
         let mut builder = Request::builder().method(method).uri(format!(
             "http://{}{}",
             self.addr,
@@ -142,8 +176,7 @@ impl Server {
                 Bytes::from(text.to_owned())
             }
         };
-        let response = self
-            .client
+        let response = client
             .request(builder.body(Full::new(bytes)).unwrap())
             .await
             .unwrap();
@@ -2245,4 +2278,206 @@ async fn a_vspc_client_creates_a_user_and_a_company_and_reads_them_back() {
     let mut names: Vec<&str> = all.data.iter().map(|u| u.user_name.as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["exon-owner", "jbrown"]);
+}
+
+fn limits(per_client: u32, per_user_and_client: u32, per_user: u32) -> LoginLimits {
+    LoginLimits {
+        per_client,
+        per_user_and_client,
+        per_user,
+        window: std::time::Duration::from_secs(600),
+    }
+}
+
+fn password_form(user: &str, password: &str) -> String {
+    format!(
+        "grant_type=password&username={user}&password={}",
+        password.replace(' ', "%20")
+    )
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_name_and_address_not_the_victim_elsewhere() {
+    let server = start_with(MemoryStore::new(), |a| {
+        a.with_login_limits(limits(4, 2, 100))
+    })
+    .await;
+    let attacker = [127, 0, 0, 1];
+    let victim = [127, 0, 0, 2];
+    for _ in 0..2 {
+        let reply = server
+            .token_request_from(attacker, &password_form("admin", "wrong password"))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        assert_eq!(reply.json["error"], "invalid_grant");
+    }
+    // Over the limit: refused before the password is looked at, even the right one.
+    for password in ["wrong password", ADMIN_PASSWORD] {
+        let reply = server
+            .token_request_from(attacker, &password_form("admin", password))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{:?}",
+            reply.json
+        );
+        assert_eq!(reply.json["error"], "invalid_request");
+        let retry: u64 = reply.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=600).contains(&retry), "{retry}");
+    }
+    // The owner of the name, from their own address, is not locked out.
+    let reply = server
+        .token_request_from(victim, &password_form("admin", ADMIN_PASSWORD))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    // The attacker's address runs out whatever names it tries.
+    for name in ["nobody-1", "nobody-2"] {
+        let reply = server
+            .token_request_from(attacker, &password_form(name, "wrong password"))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    }
+    let reply = server
+        .token_request_from(attacker, &password_form("nobody-3", "wrong password"))
+        .await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_name_failing_from_many_addresses_is_throttled_everywhere() {
+    let server = start_with(MemoryStore::new(), |a| {
+        a.with_login_limits(limits(100, 100, 3))
+    })
+    .await;
+    for n in 10..13 {
+        let reply = server
+            .token_request_from([127, 0, 0, n], &password_form("admin", "wrong password"))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    }
+    let reply = server
+        .token_request_from([127, 0, 0, 20], &password_form("admin", "wrong password"))
+        .await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn successful_logins_never_count_against_their_holder() {
+    let server = start_with(MemoryStore::new(), |a| a.with_login_limits(limits(2, 1, 2))).await;
+    for _ in 0..6 {
+        let reply = server
+            .token_request_from([127, 0, 0, 1], &password_form("admin", ADMIN_PASSWORD))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    }
+    // A failure, then a success, forgives that name from that address.
+    let reply = server
+        .token_request_from([127, 0, 0, 1], &password_form("admin", "wrong password"))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let reply = server
+        .token_request_from([127, 0, 0, 3], &password_form("admin", ADMIN_PASSWORD))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_right_password_of_a_disabled_user_answers_like_a_wrong_one() {
+    let server = start(MemoryStore::new()).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let bob_uid = server.create_user(&admin.access, "bob", json!({})).await;
+    let beta = create_company(&server, &admin.access, json!({ "name": "Beta" })).await;
+    let carol_uid = server
+        .create_user(&admin.access, "carol", json!({ "organizationUid": beta }))
+        .await;
+    let _ = carol_uid;
+    server
+        .patch(
+            &format!("/api/v3/users/{bob_uid}"),
+            Some(&admin.access),
+            replace("/status", json!("Disabled")),
+        )
+        .await;
+    server
+        .patch(
+            &format!("/api/v3/organizations/companies/{beta}"),
+            Some(&admin.access),
+            replace("/status", json!("Disabled")),
+        )
+        .await;
+    let wrong = server
+        .token_request(&password_form("bob", "not bob's password"))
+        .await;
+    for (user, password) in [("bob", "bob password"), ("carol", "carol password")] {
+        let right = server.token_request(&password_form(user, password)).await;
+        assert_eq!(right.status, wrong.status, "{user}");
+        assert_eq!(right.json, wrong.json, "{user}");
+        let names = |r: &Reply| {
+            let mut names: Vec<(String, String)> = r
+                .headers
+                .iter()
+                .filter(|(n, _)| *n != http::header::DATE)
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&right), names(&wrong), "{user}");
+    }
+}
+
+#[tokio::test]
+async fn refused_logins_are_logged_with_name_and_address_never_the_password() {
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let capture = Capture::default();
+    let writer = capture.clone();
+    // The server runs on this test's thread: a thread's default subscriber sees its events.
+    let _guard = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish()
+        .set_default();
+    let server = start_with(MemoryStore::new(), |a| {
+        a.with_login_limits(limits(100, 1, 100))
+    })
+    .await;
+    for _ in 0..2 {
+        server
+            .token_request_from(
+                [127, 0, 0, 7],
+                &password_form("mallory\nforged", "hunter2 secret"),
+            )
+            .await;
+    }
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("login refused"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{log}");
+    assert!(refused[0].contains("wrong_credentials"), "{log}");
+    assert!(refused[1].contains("throttled"), "{log}");
+    for line in &refused {
+        assert!(line.contains("127.0.0.7"), "{line}");
+        // The name is quoted and escaped: a newline in it cannot start a forged line.
+        assert!(line.contains(r#""mallory\nforged""#), "{line}");
+    }
+    assert!(!log.contains("hunter2"), "the password reached the log");
 }

@@ -114,7 +114,7 @@ impl From<HashError> for BootstrapError {
         Self {
             kind: match e {
                 HashError::Policy => BootstrapErrorKind::WeakPassword,
-                HashError::Internal => BootstrapErrorKind::Hash,
+                HashError::Busy | HashError::Internal => BootstrapErrorKind::Hash,
             },
         }
     }

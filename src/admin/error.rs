@@ -241,6 +241,8 @@ pub(crate) struct OAuthError {
     status: StatusCode,
     error: &'static str,
     description: Cow<'static, str>,
+    /// Seconds for `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl OAuthError {
@@ -250,6 +252,7 @@ impl OAuthError {
             status: StatusCode::BAD_REQUEST,
             error: "invalid_request",
             description: description.into(),
+            retry_after: None,
         }
     }
 
@@ -260,6 +263,7 @@ impl OAuthError {
             status: StatusCode::BAD_REQUEST,
             error: "invalid_grant",
             description: description.into(),
+            retry_after: None,
         }
     }
 
@@ -269,6 +273,7 @@ impl OAuthError {
             status: StatusCode::BAD_REQUEST,
             error: "unsupported_grant_type",
             description: "grant_type must be password or refresh_token.".into(),
+            retry_after: None,
         }
     }
 
@@ -278,6 +283,27 @@ impl OAuthError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             error: "temporarily_unavailable",
             description: "The service is temporarily unavailable.".into(),
+            retry_after: None,
+        }
+    }
+
+    /// 503 `temporarily_unavailable` with `Retry-After: 1`: every password check is taken.
+    pub(crate) fn busy() -> Self {
+        Self {
+            retry_after: Some(1),
+            description: "Too many logins at once; try again shortly.".into(),
+            ..Self::unavailable()
+        }
+    }
+
+    /// 429 `invalid_request` with `Retry-After`: too many failed logins for this user name or
+    /// from this client. RFC 6749 has no code of its own for it; the status and header say it.
+    pub(crate) fn throttled(seconds: u64) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error: "invalid_request",
+            description: "Too many failed logins; try again later.".into(),
+            retry_after: Some(seconds.max(1)),
         }
     }
 }
@@ -305,7 +331,13 @@ impl IntoResponse for OAuthError {
             error: self.error,
             error_description: &self.description,
         };
-        no_store(json_response(self.status, &body))
+        let mut response = no_store(json_response(self.status, &body));
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

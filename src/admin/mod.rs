@@ -118,12 +118,14 @@ mod principal;
 mod query;
 mod rights;
 mod state;
+mod throttle;
 mod token;
 mod users;
 
 pub use bootstrap::{
     bootstrap_admin, Bootstrap, BootstrapError, ADMIN_USER_NAME, DEFAULT_COMPANY_NAME,
 };
+pub use throttle::LoginLimits;
 
 use error::{json_response, ApiError};
 use principal::AccountTokens;
@@ -151,6 +153,7 @@ pub struct Admin {
     access_ttl: Duration,
     refresh_ttl: Duration,
     max_keys_per_user: u64,
+    login_limits: LoginLimits,
 }
 
 impl Admin {
@@ -170,7 +173,21 @@ impl Admin {
             access_ttl: DEFAULT_ACCESS_TTL,
             refresh_ttl: DEFAULT_REFRESH_TTL,
             max_keys_per_user: DEFAULT_MAX_KEYS_PER_USER,
+            login_limits: LoginLimits::default(),
         }
+    }
+
+    /// How many failed password logins are tolerated per client address, per user name and
+    /// address, and per user name, before `POST /token` answers 429 with `Retry-After` without
+    /// checking the password. Default: [`LoginLimits::default`].
+    ///
+    /// The client address is the connection's ([`axum::extract::ConnectInfo`]`<SocketAddr>`: serve
+    /// with `into_make_service_with_connect_info`); without it only the per-name limit applies.
+    /// Behind a proxy, put the client's address into that extension with a layer of your own
+    /// that trusts the proxy; `X-Forwarded-For` is not read.
+    pub fn with_login_limits(mut self, limits: LoginLimits) -> Self {
+        self.login_limits = limits;
+        self
     }
 
     /// How many API keys one user may hold; creating one more answers 409. Default: 100.
@@ -213,6 +230,7 @@ impl Admin {
             refresh_ttl: self.refresh_ttl,
             max_keys_per_user: self.max_keys_per_user,
             key_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+            throttle: throttle::Throttle::new(self.login_limits),
         });
         let protected = Router::new()
             .route("/users", get(users::list).post(users::create))

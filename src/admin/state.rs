@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     /// Key creations of one user run one at a time, so a count and the insert after it agree.
     /// Striped: bounded memory whatever the number of users.
     pub(crate) key_locks: [tokio::sync::Mutex<()>; KEY_LOCK_STRIPES],
+    /// Failed password logins.
+    pub(crate) throttle: super::throttle::Throttle,
 }
 
 const KEY_LOCK_STRIPES: usize = 64;

@@ -4,8 +4,10 @@
 //! (base64url), stored only as their `SHA-256`, and good for one use: each refresh returns a new one.
 
 use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -38,6 +40,10 @@ pub(crate) async fn token(State(state): State<AppState>, request: Request) -> Re
 }
 
 async fn grant(state: &Shared, request: Request) -> Result<Response, OAuthError> {
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
     // RFC 6749 §4.3.2: the parameters come form-encoded in the body; anything else is malformed.
     if media_type(request.headers()).as_deref() != Some("application/x-www-form-urlencoded") {
         return Err(OAuthError::invalid_request(
@@ -62,17 +68,7 @@ async fn grant(state: &Shared, request: Request) -> Result<Response, OAuthError>
         "password" => {
             let user_name = form.required("username")?;
             let secret = Zeroizing::new(form.required("password")?.to_owned());
-            let user = state.accounts.user_by_name(user_name).await?;
-            let stored = user.as_ref().map(|u| u.password_hash.clone());
-            let matches = password::verify(secret, stored).await;
-            let Some(user) = user.filter(|_| matches) else {
-                #[cfg(feature = "tracing")]
-                tracing::info!("password grant refused");
-                return Err(OAuthError::invalid_grant(
-                    "The user name or password is incorrect.",
-                ));
-            };
-            issue(state, &user, read_only, None).await
+            password_grant(state, user_name, secret, client, read_only).await
         }
         "refresh_token" => {
             let presented = form.required("refresh_token")?;
@@ -114,6 +110,53 @@ async fn grant(state: &Shared, request: Request) -> Result<Response, OAuthError>
         }
         _ => Err(OAuthError::unsupported_grant_type()),
     }
+}
+
+/// RFC 6749 §4.3: a user name and password. Refused before any hashing while the name or the
+/// client is over its failure limit; a wrong password, an unknown user and a disabled user or
+/// company all get the same answer and count as failures.
+async fn password_grant(
+    state: &Shared,
+    user_name: &str,
+    secret: Zeroizing<String>,
+    client: Option<IpAddr>,
+    read_only: bool,
+) -> Result<Response, OAuthError> {
+    let refused = |reason: &'static str| {
+        #[cfg(feature = "tracing")]
+        tracing::warn!(user_name = ?user_name, client = ?client, reason, "login refused");
+        #[cfg(not(feature = "tracing"))]
+        let _ = reason;
+    };
+    if let Some(wait) = state.throttle.wait(user_name, client, Instant::now()) {
+        refused("throttled");
+        return Err(OAuthError::throttled(wait.as_secs_f64().ceil() as u64));
+    }
+    let user = state.accounts.user_by_name(user_name).await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let matches = match password::verify(secret, stored).await {
+        Ok(matches) => matches,
+        Err(_) => {
+            refused("busy");
+            return Err(OAuthError::busy());
+        }
+    };
+    let enabled = match user.as_ref().filter(|_| matches) {
+        Some(user) if user.status.is_enabled() => {
+            let company = state.accounts.company(&user.company_id).await?;
+            company.is_none_or(|c| c.status.is_enabled())
+        }
+        _ => false,
+    };
+    let Some(user) = user.filter(|_| matches && enabled) else {
+        state.throttle.fail(user_name, client, Instant::now());
+        refused("wrong_credentials");
+        return Err(OAuthError::invalid_grant(
+            "The user name or password is incorrect.",
+        ));
+    };
+    state.throttle.succeed(user_name, client);
+    issue(state, &user, read_only, None).await
 }
 
 /// The login a refresh continues: its family and the generations it began under.
