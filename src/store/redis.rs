@@ -21,7 +21,7 @@ use super::codec::{
 use super::notify::{self, encode_event, Notifier, Subscription, Timing};
 use super::{
     AccountStore, ChangeEvent, ChangeStream, Company, CompanyProfile, KeyRecord, KeyStore,
-    KeyUpdate, ListQuery, Owner, Page, RefreshToken, RefreshUse, Role, StoreError, User,
+    KeyUpdate, ListQuery, Owner, Page, RefreshToken, RefreshUse, Role, SortField, StoreError, User,
     UserProfile,
 };
 use crate::identity::Status;
@@ -32,6 +32,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest wait, in milliseconds, before the connection is tried again after it failed.
 const RECONNECT_DELAY_MS: u64 = 500;
+
+/// Records one script reads when a listing reads them all, and ids one `SSCAN` asks for while the
+/// listing indexes are built: small enough that no script holds the server for long.
+const SCAN_BATCH: usize = 256;
 
 /// Reads one key with the current status of its owner; `{'id', id}` alone when the key has no hash.
 /// Every script is given the prefix as `ARGV[1]` and builds its key names from it.
@@ -68,6 +72,7 @@ if redis.call('EXISTS', k) == 1 then return 0 end
 redis.call('HSET', k, unpack(ARGV, 5))
 redis.call('SADD', p .. 'keys', id)
 redis.call('SADD', p .. 'user-keys:' .. ARGV[3], id)
+index_key(p, id)
 redis.call('PUBLISH', p .. 'changes', ARGV[4])
 return 1
 ";
@@ -79,7 +84,11 @@ local p, id = ARGV[1], ARGV[2]
 local k = p .. 'key:' .. id
 if redis.call('EXISTS', k) == 0 then return false end
 if ARGV[4] ~= '' then redis.call('HSET', k, 'status', ARGV[4]) end
-if ARGV[5] == '1' then redis.call('HSET', k, 'description', ARGV[6]) end
+if ARGV[5] == '1' then
+  unindex_key(p, id)
+  redis.call('HSET', k, 'description', ARGV[6])
+  index_key(p, id)
+end
 if ARGV[7] ~= '' then redis.call('HSET', k, 'status_locked', ARGV[7]) end
 redis.call('PUBLISH', p .. 'changes', ARGV[3])
 return record(p, id)
@@ -89,20 +98,20 @@ return record(p, id)
 const DELETE: &str = r"
 local p, id = ARGV[1], ARGV[2]
 local k = p .. 'key:' .. id
+if redis.call('EXISTS', k) == 0 then return 0 end
 local uid = redis.call('HGET', k, 'user_uid')
-if redis.call('DEL', k) == 0 then return 0 end
+unindex_key(p, id)
+redis.call('DEL', k)
 redis.call('SREM', p .. 'keys', id)
 if uid then redis.call('SREM', p .. 'user-keys:' .. uid, id) end
 redis.call('PUBLISH', p .. 'changes', ARGV[3])
 return 1
 ";
 
-/// `ARGV`: prefix, and a user uid or nothing. Every record of that user, or of everyone.
-const LIST: &str = r"
+/// `ARGV`: prefix, user uid. Every record of that user.
+const LIST_USER_KEYS: &str = r"
 local p = ARGV[1]
-local ids
-if ARGV[2] then ids = redis.call('SMEMBERS', p .. 'user-keys:' .. ARGV[2])
-else ids = redis.call('SMEMBERS', p .. 'keys') end
+local ids = redis.call('SMEMBERS', p .. 'user-keys:' .. ARGV[2])
 local out = {}
 for i = 1, #ids do out[i] = record(p, ids[i]) end
 return out
@@ -127,21 +136,22 @@ end
 redis.call('HSET', p .. kind .. ':' .. id, unpack(ARGV, 7))
 redis.call('HSET', names, name, id)
 redis.call('SADD', p .. kind .. '-ids', id)
+index_account(p, kind, id)
 redis.call('HSET', p .. kind .. '-status', id, ARGV[5])
 redis.call('PUBLISH', p .. 'changes', ARGV[6])
 return 1
 ";
 
-/// `ARGV`: prefix, owner kind, then `id` and an id, or `name` and a name, or `all`. The matching
-/// accounts with their status.
+/// `ARGV`: prefix, owner kind, then `id` and an id, or `name` and a name. The matching account
+/// with its status, or nothing.
 const ACCOUNTS: &str = r"
 local p, kind = ARGV[1], ARGV[2]
 local ids
 if ARGV[3] == 'id' then ids = {ARGV[4]}
-elseif ARGV[3] == 'name' then
+else
   local id = redis.call('HGET', p .. kind .. '-names', ARGV[4])
   ids = id and {id} or {}
-else ids = redis.call('SMEMBERS', p .. kind .. '-ids') end
+end
 local out = {}
 for i = 1, #ids do
   local h = redis.call('HGETALL', p .. kind .. ':' .. ids[i])
@@ -178,10 +188,18 @@ return 1
 
 /// `ARGV`: prefix, digest (hex). The token's fields as they were, marked used, or nil.
 const TAKE_REFRESH_TOKEN: &str = r"
-local k = ARGV[1] .. 'refresh:' .. ARGV[2]
+local p, hex = ARGV[1], ARGV[2]
+local k = p .. 'refresh:' .. hex
 local h = redis.call('HGETALL', k)
 if #h == 0 then return false end
 redis.call('HSET', k, 'used', '1')
+-- A token stored before families existed is a family of its own, as the SQL migration makes it.
+if redis.call('HEXISTS', k, 'family') == 0 then
+  redis.call('HSET', k, 'family', hex)
+  redis.call('SADD', p .. 'refresh-family:' .. hex, hex)
+  h[#h + 1] = 'family'
+  h[#h + 1] = hex
+end
 return h
 ";
 
@@ -235,13 +253,154 @@ h[#h + 1] = redis.call('HGET', p .. kind .. '-status', id) or 'enabled'
 return h
 ";
 
+/// The listing indexes, kept by every write of a key or account in the same script.
+///
+/// Keys: `<prefix>keys-by-id` (scored by id) and `<prefix>keys-by-created`, `-description`,
+/// `-user-name` (all scored 0, ordered by member: the field, escaped so that byte order survives,
+/// then the id in 16 digits, so ties fall to the id as in [`ListQuery::apply`]). Accounts:
+/// `<prefix>user-by-name`, `<prefix>company-by-name` and `<prefix>company-users:<company id>`,
+/// whose members are the (unique) names. `<prefix>listing-index` says the indexes were built for
+/// records written before they existed.
+const INDEX_FN: &str = r"
+local function lex(text, id)
+  return (string.gsub(text, '%z', '\0\255')) .. '\0\0' .. string.rep('0', 16 - #id) .. id
+end
+local function key_fields(p, id)
+  local f = redis.call('HMGET', p .. 'key:' .. id, 'created', 'description', 'user_name')
+  return f[1] or '', f[2] or '', f[3] or ''
+end
+local function index_key(p, id)
+  local created, description, user_name = key_fields(p, id)
+  redis.call('ZADD', p .. 'keys-by-id', id, id)
+  redis.call('ZADD', p .. 'keys-by-created', 0, lex(created, id))
+  redis.call('ZADD', p .. 'keys-by-description', 0, lex(description, id))
+  redis.call('ZADD', p .. 'keys-by-user-name', 0, lex(user_name, id))
+end
+local function unindex_key(p, id)
+  local created, description, user_name = key_fields(p, id)
+  redis.call('ZREM', p .. 'keys-by-id', id)
+  redis.call('ZREM', p .. 'keys-by-created', lex(created, id))
+  redis.call('ZREM', p .. 'keys-by-description', lex(description, id))
+  redis.call('ZREM', p .. 'keys-by-user-name', lex(user_name, id))
+end
+local function index_account(p, kind, id)
+  local name_field = kind == 'user' and 'user_name' or 'name'
+  local f = redis.call('HMGET', p .. kind .. ':' .. id, name_field, 'company_id')
+  if not f[1] then return end
+  redis.call('ZADD', p .. kind .. '-by-name', 0, f[1])
+  if kind == 'user' and f[2] then redis.call('ZADD', p .. 'company-users:' .. f[2], 0, f[1]) end
+end
+-- 0 when the key indexes hold every key, 1 when some are missing, 2 when they hold more.
+local function keys_state(p)
+  if redis.call('EXISTS', p .. 'listing-index') == 0 then return 1 end
+  local indexed, listed = redis.call('ZCARD', p .. 'keys-by-id'), redis.call('SCARD', p .. 'keys')
+  if indexed < listed then return 1 elseif indexed > listed then return 2 end
+  return 0
+end
+local function accounts_state(p)
+  if redis.call('EXISTS', p .. 'listing-index') == 0 then return 1 end
+  for _, kind in ipairs({'user', 'company'}) do
+    if redis.call('ZCARD', p .. kind .. '-by-name') ~= redis.call('SCARD', p .. kind .. '-ids') then
+      return 1
+    end
+  end
+  return 0
+end
+local function id_of(index, member)
+  if index == 'id' then return member end
+  return (string.gsub(string.sub(member, -16), '^0+', ''))
+end
+";
+
+/// `ARGV`: prefix, index (`id`, `created`, `description`, `user-name`), descending (`1`, `0`),
+/// first and last rank, check (`1`: first say whether the indexes are complete). `{state, total,
+/// records}`: state 0 with every key's count and the records at those ranks, or another state
+/// (see `keys_state`) and nothing.
+const PAGE_KEYS: &str = r"
+local p, index = ARGV[1], ARGV[2]
+if ARGV[6] == '1' then
+  local state = keys_state(p)
+  if state ~= 0 then return {state, 0, {}} end
+end
+local z = p .. 'keys-by-' .. index
+local members
+if ARGV[3] == '1' then members = redis.call('ZRANGE', z, ARGV[4], ARGV[5], 'REV')
+else members = redis.call('ZRANGE', z, ARGV[4], ARGV[5]) end
+local out = {}
+for i = 1, #members do out[i] = record(p, id_of(index, members[i])) end
+return {0, redis.call('SCARD', p .. 'keys'), out}
+";
+
+/// `ARGV`: prefix, index, descending, cursor (the last member seen, or empty to start), count,
+/// check. `{state, last member, records}`: the next `count` keys in index order after the cursor.
+const SCAN_KEYS: &str = r"
+local p, index, rev, cursor, count = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4], ARGV[5]
+if ARGV[6] == '1' then
+  local state = keys_state(p)
+  if state ~= 0 then return {state, '', {}} end
+end
+local z = p .. 'keys-by-' .. index
+local members
+if index == 'id' then
+  local from = cursor == '' and (rev and '+inf' or '-inf') or '(' .. cursor
+  local to = rev and '-inf' or '+inf'
+  if rev then members = redis.call('ZRANGE', z, from, to, 'BYSCORE', 'REV', 'LIMIT', 0, count)
+  else members = redis.call('ZRANGE', z, from, to, 'BYSCORE', 'LIMIT', 0, count) end
+else
+  local from = cursor == '' and (rev and '+' or '-') or '(' .. cursor
+  local to = rev and '-' or '+'
+  if rev then members = redis.call('ZRANGE', z, from, to, 'BYLEX', 'REV', 'LIMIT', 0, count)
+  else members = redis.call('ZRANGE', z, from, to, 'BYLEX', 'LIMIT', 0, count) end
+end
+local out = {}
+for i = 1, #members do out[i] = record(p, id_of(index, members[i])) end
+return {0, members[#members] or '', out}
+";
+
+/// `ARGV`: prefix, owner kind, index (`user-by-name`, `company-by-name` or
+/// `company-users:<company id>`), first and last rank, check. `{state, total, accounts}` as
+/// `PAGE_KEYS` answers, each account with its status.
+const PAGE_ACCOUNTS: &str = r"
+local p, kind = ARGV[1], ARGV[2]
+if ARGV[6] == '1' then
+  local state = accounts_state(p)
+  if state ~= 0 then return {state, 0, {}} end
+end
+local z = p .. ARGV[3]
+local names = redis.call('ZRANGE', z, ARGV[4], ARGV[5])
+local out = {}
+for i = 1, #names do
+  local id = redis.call('HGET', p .. kind .. '-names', names[i])
+  local h = id and redis.call('HGETALL', p .. kind .. ':' .. id) or {}
+  h[#h + 1] = 'status'
+  h[#h + 1] = (id and redis.call('HGET', p .. kind .. '-status', id)) or 'enabled'
+  out[i] = h
+end
+return {0, redis.call('ZCARD', z), out}
+";
+
+/// `ARGV`: prefix, `keys` or an owner kind, ids. Adds those keys or accounts to the listing indexes.
+const INDEX_RECORDS: &str = r"
+local p, what = ARGV[1], ARGV[2]
+for i = 3, #ARGV do
+  if what == 'keys' then
+    if redis.call('EXISTS', p .. 'key:' .. ARGV[i]) == 1 then index_key(p, ARGV[i]) end
+  else index_account(p, what, ARGV[i]) end
+end
+return 1
+";
+
 /// The store's scripts, loaded once per store (Redis caches them by digest).
 struct Scripts {
     get: Script,
     insert: Script,
     update: Script,
     delete: Script,
-    list: Script,
+    list_user_keys: Script,
+    page_keys: Script,
+    scan_keys: Script,
+    page_accounts: Script,
+    index_records: Script,
     set_owner_status: Script,
     create_account: Script,
     accounts: Script,
@@ -255,15 +414,20 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         let with_record = |body: &str| Script::new(&format!("{RECORD_FN}{body}"));
+        let with_index = |body: &str| Script::new(&format!("{RECORD_FN}{INDEX_FN}{body}"));
         let with_remove = |body: &str| Script::new(&format!("{REMOVE_REFRESH_FN}{body}"));
         Self {
             get: with_record(GET),
-            insert: Script::new(INSERT),
-            update: with_record(UPDATE),
-            delete: Script::new(DELETE),
-            list: with_record(LIST),
+            insert: with_index(INSERT),
+            update: with_index(UPDATE),
+            delete: with_index(DELETE),
+            list_user_keys: with_record(LIST_USER_KEYS),
+            page_keys: with_index(PAGE_KEYS),
+            scan_keys: with_index(SCAN_KEYS),
+            page_accounts: with_index(PAGE_ACCOUNTS),
+            index_records: with_index(INDEX_RECORDS),
             set_owner_status: Script::new(SET_OWNER_STATUS),
-            create_account: Script::new(CREATE_ACCOUNT),
+            create_account: with_index(CREATE_ACCOUNT),
             accounts: Script::new(ACCOUNTS),
             put_refresh_token: Script::new(PUT_REFRESH_TOKEN),
             take_refresh_token: Script::new(TAKE_REFRESH_TOKEN),
@@ -289,12 +453,21 @@ impl Scripts {
 /// and once subscribed again, so a lost message never leaves a revoked key usable. Changes
 /// written to Redis other than through a `RedisStore` are not announced.
 ///
-/// [`KeyStore::list`], [`AccountStore::list_users`] and [`AccountStore::list_companies`] read every
-/// matching record (all of a user's keys when the query names a user, else all keys) in one script
-/// and filter, sort and page them in Rust, with [`ListQuery::apply`]: simple and exact, and linear
-/// in the number of records, which suits management calls rather than request paths. Scripts name
-/// keys they compute, so the store needs one Redis server (with replicas, if any), not Redis
-/// Cluster.
+/// Listings read one page: sorted sets kept by the same scripts that write the records
+/// (`<prefix>keys-by-id`, `keys-by-created`, `keys-by-description`, `keys-by-user-name`,
+/// `user-by-name`, `company-by-name`, `company-users:<company id>`) give
+/// [`AccountStore::list_users`], [`AccountStore::list_companies`] and an unfiltered
+/// [`KeyStore::list`] in any order but effective status their page with `ZRANGE`, and the count
+/// with `ZCARD`/`SCARD`. Two kinds of key listing read more: one that names a user reads all of
+/// that user's keys (as many as the management API lets a user hold) and pages them in Rust; one
+/// with a status or description filter, or in the order of effective status (which moves with the
+/// owner's status, so no index keeps it), reads every key in index order, 256 to a script, keeping
+/// only the page (twice over for the order of effective status: once to count each status, once
+/// for the page). Such a listing costs time linear in the number of keys but holds one batch and
+/// one page in memory, never blocks the server for more than one batch, and is not one snapshot:
+/// a key written meanwhile may or may not be counted. Records written before the indexes existed
+/// are indexed by the first listing that finds them missing, a batch at a time. Scripts name keys
+/// they compute, so the store needs one Redis server (with replicas, if any), not Redis Cluster.
 ///
 /// Scopes are stored by name: application scopes must be registered with
 /// [`Scope::register`](crate::Scope::register) before their keys are read. Fields that cannot be
@@ -472,6 +645,252 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Runs a listing script, checking first that the indexes hold every record; when they do not
+    /// (records written before they existed, or by an older version), builds them and runs it
+    /// again without the check.
+    async fn listed<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        args: &[&[u8]],
+    ) -> Result<(T, Vec<Vec<Vec<u8>>>), StoreError> {
+        for check in [true, false] {
+            let mut invocation = script.prepare_invoke();
+            invocation.arg(&*self.prefix);
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            let (state, head, rows): Listed<T> = invocation
+                .arg(flag(check))
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(StoreError::backend)?;
+            if state == 0 {
+                return Ok((head, rows));
+            }
+            self.build_indexes(state == 2).await?;
+        }
+        Err(StoreError::backend(
+            "listing index still incomplete after a rebuild",
+        ))
+    }
+
+    /// Adds every key and account to the listing indexes, a batch at a time so that no script
+    /// holds the server for long; with `afresh`, first drops the key indexes, which hold keys that
+    /// are gone. Writes made meanwhile keep the indexes themselves.
+    async fn build_indexes(&self, afresh: bool) -> Result<(), StoreError> {
+        let p = &*self.prefix;
+        let mut conn = self.conn.clone();
+        if afresh {
+            let _: i64 = redis::cmd("DEL")
+                .arg(format!("{p}keys-by-id"))
+                .arg(format!("{p}keys-by-created"))
+                .arg(format!("{p}keys-by-description"))
+                .arg(format!("{p}keys-by-user-name"))
+                .query_async(&mut conn)
+                .await
+                .map_err(StoreError::backend)?;
+        }
+        for (set, what) in [
+            ("keys", "keys"),
+            ("user-ids", "user"),
+            ("company-ids", "company"),
+        ] {
+            let mut cursor = 0u64;
+            loop {
+                let (next, ids): (u64, Vec<Vec<u8>>) = redis::cmd("SSCAN")
+                    .arg(format!("{p}{set}"))
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(SCAN_BATCH)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(StoreError::backend)?;
+                if !ids.is_empty() {
+                    let mut invocation = self.scripts.index_records.prepare_invoke();
+                    invocation.arg(p).arg(what);
+                    for id in &ids {
+                        invocation.arg(&id[..]);
+                    }
+                    let _: i64 = invocation
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(StoreError::backend)?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        let _: () = redis::cmd("SET")
+            .arg(format!("{p}listing-index"))
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    /// One page of every key in the order of `index`, read in one script: `limit` records at most.
+    async fn indexed_keys(
+        &self,
+        index: &str,
+        query: &ListQuery,
+    ) -> Result<Page<KeyRecord>, StoreError> {
+        let (first, last) = ranks(query.offset, query.limit);
+        let (total, rows): (u64, _) = self
+            .listed(
+                &self.scripts.page_keys,
+                &[
+                    index.as_bytes(),
+                    flag(query.descending).as_bytes(),
+                    first.to_string().as_bytes(),
+                    last.to_string().as_bytes(),
+                ],
+            )
+            .await?;
+        Ok(Page {
+            items: rows
+                .into_iter()
+                .map(|row| decode_key(&Fields::new(row)))
+                .collect::<Result<_, _>>()?,
+            total,
+        })
+    }
+
+    /// Calls `visit` with every key in the order of `index`, [`SCAN_BATCH`] keys a script.
+    async fn scan_keys(
+        &self,
+        index: &str,
+        descending: bool,
+        mut visit: impl FnMut(KeyRecord),
+    ) -> Result<(), StoreError> {
+        let mut cursor = Vec::new();
+        let batch = SCAN_BATCH.to_string();
+        loop {
+            let (last, rows): (Vec<u8>, _) = self
+                .listed(
+                    &self.scripts.scan_keys,
+                    &[
+                        index.as_bytes(),
+                        flag(descending).as_bytes(),
+                        &cursor,
+                        batch.as_bytes(),
+                    ],
+                )
+                .await?;
+            let full = rows.len() == SCAN_BATCH;
+            for row in rows {
+                visit(decode_key(&Fields::new(row))?);
+            }
+            if !full {
+                return Ok(());
+            }
+            cursor = last;
+        }
+    }
+
+    /// One page of a listing no index serves (a status or description filter, or the order of
+    /// effective status): every key is read, a batch at a time, and only the page is kept.
+    async fn scanned_keys(
+        &self,
+        index: &str,
+        query: &ListQuery,
+    ) -> Result<Page<KeyRecord>, StoreError> {
+        let window = |rank: u64| rank >= query.offset && rank - query.offset < query.limit;
+        if query.sort != SortField::Status {
+            let (mut total, mut items) = (0, Vec::new());
+            self.scan_keys(index, query.descending, |record| {
+                if query.matches(&record) {
+                    if window(total) {
+                        items.push(record);
+                    }
+                    total += 1;
+                }
+            })
+            .await?;
+            return Ok(Page { items, total });
+        }
+        // Effective status changes with the owner's, so no index keeps it: one pass counts the
+        // keys of each status, the next keeps those whose rank falls in the page.
+        let mut counts: Vec<(&'static str, u64)> = Vec::new();
+        self.scan_keys("id", query.descending, |record| {
+            if query.matches(&record) {
+                let status = record.effective_status().as_str();
+                match counts.iter_mut().find(|(s, _)| *s == status) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((status, 1)),
+                }
+            }
+        })
+        .await?;
+        counts.sort_unstable();
+        if query.descending {
+            counts.reverse();
+        }
+        let total = counts.iter().map(|(_, n)| n).sum();
+        // Each status's first rank, and how many of its keys the second pass has seen.
+        let mut next: Vec<(&'static str, u64)> = counts
+            .iter()
+            .scan(0, |start, &(status, n)| {
+                let first = *start;
+                *start += n;
+                Some((status, first))
+            })
+            .collect();
+        let mut items = Vec::new();
+        if query.limit > 0 && query.offset < total {
+            self.scan_keys("id", query.descending, |record| {
+                if !query.matches(&record) {
+                    return;
+                }
+                let status = record.effective_status().as_str();
+                if let Some((_, rank)) = next.iter_mut().find(|(s, _)| *s == status) {
+                    if window(*rank) {
+                        items.push(record);
+                    }
+                    *rank += 1;
+                }
+            })
+            .await?;
+        }
+        // In the listing's order: status, then id.
+        let order = ListQuery {
+            offset: 0,
+            limit: u64::MAX,
+            ..query.clone()
+        };
+        Ok(Page {
+            items: order.apply(items).items,
+            total,
+        })
+    }
+
+    /// One page of the accounts of `kind` in the order of `index`: `limit` accounts at most.
+    async fn page_accounts(
+        &self,
+        kind: &str,
+        index: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(u64, Vec<Fields>), StoreError> {
+        let (first, last) = ranks(offset, limit);
+        let (total, rows): (u64, _) = self
+            .listed(
+                &self.scripts.page_accounts,
+                &[
+                    kind.as_bytes(),
+                    index.as_bytes(),
+                    first.to_string().as_bytes(),
+                    last.to_string().as_bytes(),
+                ],
+            )
+            .await?;
+        Ok((total, rows.into_iter().map(Fields::new).collect()))
+    }
+}
+
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
@@ -635,17 +1054,19 @@ fn decode_refresh_token(fields: &Fields) -> Result<RefreshToken, StoreError> {
     })
 }
 
-/// Sorts `items` by `key` (then id) and returns one page, as the other stores order accounts.
-fn page_of<T>(mut items: Vec<T>, offset: u64, limit: u64, key: fn(&T) -> (&str, &str)) -> Page<T> {
-    items.sort_by(|a, b| key(a).cmp(&key(b)));
-    let total = items.len() as u64;
-    let items = items
-        .into_iter()
-        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-        .take(usize::try_from(limit).unwrap_or(usize::MAX))
-        .collect();
-    Page { items, total }
+/// The first and last rank of a page, as `ZRANGE` takes them (an empty range when `limit` is 0).
+fn ranks(offset: u64, limit: u64) -> (i64, i64) {
+    let first = i64::try_from(offset).unwrap_or(i64::MAX);
+    if limit == 0 || first == i64::MAX {
+        return (1, 0);
+    }
+    let last = offset.saturating_add(limit - 1);
+    (first, i64::try_from(last).unwrap_or(i64::MAX))
 }
+
+/// What a listing script answers: whether the indexes are complete (see `keys_state`), then a
+/// count or cursor, then rows.
+type Listed<T> = (i64, T, Vec<Vec<Vec<u8>>>);
 
 #[async_trait]
 impl KeyStore for RedisStore {
@@ -738,20 +1159,35 @@ impl KeyStore for RedisStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page<KeyRecord>, StoreError> {
-        let mut invocation = self.scripts.list.prepare_invoke();
-        invocation.arg(&*self.prefix);
         if let Some(uid) = &query.user_uid {
-            invocation.arg(uid);
+            // One user's keys: few (the management API caps them), read together and paged here.
+            let rows: Vec<Vec<Vec<u8>>> = self
+                .scripts
+                .list_user_keys
+                .prepare_invoke()
+                .arg(&*self.prefix)
+                .arg(uid)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(StoreError::backend)?;
+            let records = rows
+                .into_iter()
+                .map(|row| decode_key(&Fields::new(row)))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(query.apply(records));
         }
-        let rows: Vec<Vec<Vec<u8>>> = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(StoreError::backend)?;
-        let records = rows
-            .into_iter()
-            .map(|row| decode_key(&Fields::new(row)))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(query.apply(records))
+        let index = match query.sort {
+            SortField::Id | SortField::Status => "id",
+            SortField::CreationDate => "created",
+            SortField::Description => "description",
+            SortField::UserName => "user-name",
+        };
+        let filtered = query.status.is_some() || query.description_contains.is_some();
+        if filtered || query.sort == SortField::Status {
+            self.scanned_keys(index, query).await
+        } else {
+            self.indexed_keys(index, query).await
+        }
     }
 
     async fn set_user_status(&self, user_uid: &str, status: Status) -> Result<(), StoreError> {
@@ -811,12 +1247,13 @@ impl AccountStore for RedisStore {
     }
 
     async fn list_companies(&self, offset: u64, limit: u64) -> Result<Page<Company>, StoreError> {
-        let rows = self.accounts("company", "all", "").await?;
-        let companies = rows
-            .iter()
-            .map(decode_company)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(page_of(companies, offset, limit, |c| (&c.name, &c.uid)))
+        let (total, rows) = self
+            .page_accounts("company", "company-by-name", offset, limit)
+            .await?;
+        Ok(Page {
+            items: rows.iter().map(decode_company).collect::<Result<_, _>>()?,
+            total,
+        })
     }
 
     async fn update_company_profile(
@@ -873,15 +1310,15 @@ impl AccountStore for RedisStore {
         offset: u64,
         limit: u64,
     ) -> Result<Page<User>, StoreError> {
-        let rows = self.accounts("user", "all", "").await?;
-        let mut users = rows
-            .iter()
-            .map(decode_user)
-            .collect::<Result<Vec<_>, _>>()?;
-        if let Some(id) = company_id {
-            users.retain(|u| u.company_id == id);
-        }
-        Ok(page_of(users, offset, limit, |u| (&u.user_name, &u.uid)))
+        let index = match company_id {
+            Some(id) => format!("company-users:{id}"),
+            None => "user-by-name".to_owned(),
+        };
+        let (total, rows) = self.page_accounts("user", &index, offset, limit).await?;
+        Ok(Page {
+            items: rows.iter().map(decode_user).collect::<Result<_, _>>()?,
+            total,
+        })
     }
 
     async fn update_user_profile(
@@ -945,7 +1382,21 @@ impl AccountStore for RedisStore {
             return Ok(None);
         };
         let token = decode_refresh_token(&fields)?;
-        Ok(Some(if fields.flag("used")? {
+        // Tokens stored before they were marked used had no mark, nor an expiry of their hash.
+        let used = match fields.optional("used") {
+            Some(_) => fields.flag("used")?,
+            None => {
+                let expires_ms = token.expires.unix_timestamp_nanos() / 1_000_000;
+                let _: i64 = redis::cmd("PEXPIREAT")
+                    .arg(format!("{}refresh:{}", self.prefix, hex(digest)))
+                    .arg(i64::try_from(expires_ms).unwrap_or(i64::MAX))
+                    .query_async(&mut self.conn.clone())
+                    .await
+                    .map_err(StoreError::backend)?;
+                false
+            }
+        };
+        Ok(Some(if used {
             RefreshUse::Replayed(token)
         } else {
             RefreshUse::Fresh(token)
