@@ -167,8 +167,53 @@ struct OrganizationBody<'a> {
     name: &'a str,
     #[serde(rename = "type")]
     kind: &'static str,
-    #[serde(flatten)]
-    profile: &'a CompanyProfile,
+    alias: Option<&'a str>,
+    tax_id: Option<&'a str>,
+    email: Option<&'a str>,
+    phone: Option<&'a str>,
+    country: Option<i32>,
+    state: Option<i32>,
+    country_name: Option<&'a str>,
+    region_name: Option<&'a str>,
+    city: Option<&'a str>,
+    street: Option<&'a str>,
+    location_admin0_code: Option<&'a str>,
+    location_admin1_code: Option<&'a str>,
+    location_admin2_code: Option<&'a str>,
+    zip_code: Option<&'a str>,
+    website: Option<&'a str>,
+    notes: Option<&'a str>,
+    veeam_tenant_id: Option<&'a str>,
+    company_id: Option<&'a str>,
+}
+
+impl<'a> OrganizationBody<'a> {
+    fn of(company: &'a Company) -> Self {
+        let p: &'a CompanyProfile = &company.profile;
+        Self {
+            instance_uid: &company.uid,
+            name: &company.name,
+            kind: "Company",
+            alias: p.alias.as_deref(),
+            tax_id: p.tax_id.as_deref(),
+            email: p.email.as_deref(),
+            phone: p.phone.as_deref(),
+            country: p.country,
+            state: p.state,
+            country_name: p.country_name.as_deref(),
+            region_name: p.region_name.as_deref(),
+            city: p.city.as_deref(),
+            street: p.street.as_deref(),
+            location_admin0_code: p.location_admin0_code.as_deref(),
+            location_admin1_code: p.location_admin1_code.as_deref(),
+            location_admin2_code: p.location_admin2_code.as_deref(),
+            zip_code: p.zip_code.as_deref(),
+            website: p.website.as_deref(),
+            notes: p.notes.as_deref(),
+            veeam_tenant_id: p.veeam_tenant_id.as_deref(),
+            company_id: p.company_id.as_deref(),
+        }
+    }
 }
 
 impl<'a> From<&'a Company> for CompanyBody<'a> {
@@ -188,12 +233,7 @@ impl<'a> From<&'a Company> for CompanyBody<'a> {
                 password: None,
             },
             embedded: Embedded {
-                organization: OrganizationBody {
-                    instance_uid: &company.uid,
-                    name: &company.name,
-                    kind: "Company",
-                    profile: p,
-                },
+                organization: OrganizationBody::of(company),
             },
         }
     }
@@ -238,5 +278,16 @@ mod tests {
         );
         assert_eq!(body["data"]["_embedded"]["organization"]["name"], "Alpha");
         assert_eq!(body["data"]["_embedded"]["organization"]["type"], "Company");
+        // Company settings are the company's, not its organization's.
+        let organization = body["data"]["_embedded"]["organization"]
+            .as_object()
+            .expect("object");
+        for setting in [
+            "isRestAccessEnabled",
+            "subscriptionPlanUid",
+            "ownerUserName",
+        ] {
+            assert!(!organization.contains_key(setting), "{setting}");
+        }
     }
 }
