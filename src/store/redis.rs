@@ -332,10 +332,13 @@ return {0, redis.call('SCARD', p .. 'keys'), out}
 ";
 
 /// `ARGV`: prefix, index, descending, cursor (the last member seen, or empty to start), count,
-/// check. `{state, last member, records}`: the next `count` keys in index order after the cursor.
+/// with description (`1`, `0`), check. `{state, last member, briefs}`: the next `count` keys in
+/// index order after the cursor, each as what a listing filters on: `{id, status, user status,
+/// company status, description or ''}`, or `{id}` when the key has no hash.
 const SCAN_KEYS: &str = r"
 local p, index, rev, cursor, count = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4], ARGV[5]
-if ARGV[6] == '1' then
+local with_description = ARGV[6] == '1'
+if ARGV[7] == '1' then
   local state = keys_state(p)
   if state ~= 0 then return {state, '', {}} end
 end
@@ -353,8 +356,27 @@ else
   else members = redis.call('ZRANGE', z, from, to, 'BYLEX', 'LIMIT', 0, count) end
 end
 local out = {}
-for i = 1, #members do out[i] = record(p, id_of(index, members[i])) end
+for i = 1, #members do
+  local id = id_of(index, members[i])
+  local f = redis.call('HMGET', p .. 'key:' .. id, 'status', 'user_uid', 'company_id', 'description')
+  if f[1] then
+    out[i] = {
+      id, f[1],
+      (f[2] and redis.call('HGET', p .. 'user-status', f[2])) or 'enabled',
+      (f[3] and redis.call('HGET', p .. 'company-status', f[3])) or 'enabled',
+      (with_description and f[4]) or ''}
+  else out[i] = {id} end
+end
 return {0, members[#members] or '', out}
+";
+
+/// `ARGV`: prefix, ids. The records of those keys that still exist, in that order.
+const RECORDS: &str = r"
+local out = {}
+for i = 2, #ARGV do
+  if redis.call('EXISTS', ARGV[1] .. 'key:' .. ARGV[i]) == 1 then out[#out + 1] = record(ARGV[1], ARGV[i]) end
+end
+return out
 ";
 
 /// `ARGV`: prefix, owner kind, index (`user-by-name`, `company-by-name` or
@@ -399,6 +421,7 @@ struct Scripts {
     list_user_keys: Script,
     page_keys: Script,
     scan_keys: Script,
+    records: Script,
     page_accounts: Script,
     index_records: Script,
     set_owner_status: Script,
@@ -424,6 +447,7 @@ impl Scripts {
             list_user_keys: with_record(LIST_USER_KEYS),
             page_keys: with_index(PAGE_KEYS),
             scan_keys: with_index(SCAN_KEYS),
+            records: with_record(RECORDS),
             page_accounts: with_index(PAGE_ACCOUNTS),
             index_records: with_index(INDEX_RECORDS),
             set_owner_status: Script::new(SET_OWNER_STATUS),
@@ -759,12 +783,14 @@ impl RedisStore {
         })
     }
 
-    /// Calls `visit` with every key in the order of `index`, [`SCAN_BATCH`] keys a script.
+    /// Calls `visit` with what a listing filters on of every key, in the order of `index`,
+    /// [`SCAN_BATCH`] keys a script; descriptions are empty unless `with_description`.
     async fn scan_keys(
         &self,
         index: &str,
         descending: bool,
-        mut visit: impl FnMut(KeyRecord),
+        with_description: bool,
+        mut visit: impl FnMut(Brief),
     ) -> Result<(), StoreError> {
         let mut cursor = Vec::new();
         let batch = SCAN_BATCH.to_string();
@@ -777,12 +803,13 @@ impl RedisStore {
                         flag(descending).as_bytes(),
                         &cursor,
                         batch.as_bytes(),
+                        flag(with_description).as_bytes(),
                     ],
                 )
                 .await?;
             let full = rows.len() == SCAN_BATCH;
             for row in rows {
-                visit(decode_key(&Fields::new(row))?);
+                visit(Brief::decode(row)?);
             }
             if !full {
                 return Ok(());
@@ -792,70 +819,98 @@ impl RedisStore {
     }
 
     /// One page of a listing no index serves (a status or description filter, or the order of
-    /// effective status): every key is read, a batch at a time, and only the page is kept.
+    /// effective status): every key is read a batch at a time, as no more than what the filters
+    /// need, and only the page's records are read whole.
     async fn scanned_keys(
         &self,
         index: &str,
         query: &ListQuery,
     ) -> Result<Page<KeyRecord>, StoreError> {
+        // `ListQuery::matches` on what a brief holds (the user filter never comes here).
+        let needle = query.description_contains.as_deref().map(str::to_lowercase);
+        let matches = |brief: &Brief| {
+            query.status.is_none_or(|status| brief.status == status)
+                && needle
+                    .as_deref()
+                    .is_none_or(|n| brief.description.to_lowercase().contains(n))
+        };
+        let with_description = needle.is_some();
         let window = |rank: u64| rank >= query.offset && rank - query.offset < query.limit;
-        if query.sort != SortField::Status {
-            let (mut total, mut items) = (0, Vec::new());
-            self.scan_keys(index, query.descending, |record| {
-                if query.matches(&record) {
-                    if window(total) {
-                        items.push(record);
+        let mut ids = Vec::new();
+        let total;
+        if query.sort == SortField::Status {
+            // Effective status moves with the owner's, so no index keeps it: one pass counts the
+            // keys of each status, the next picks those whose rank falls in the page.
+            let mut counts: Vec<(&'static str, u64)> = Vec::new();
+            self.scan_keys("id", query.descending, with_description, |brief| {
+                if matches(&brief) {
+                    let status = brief.status.as_str();
+                    match counts.iter_mut().find(|(s, _)| *s == status) {
+                        Some((_, n)) => *n += 1,
+                        None => counts.push((status, 1)),
                     }
-                    total += 1;
                 }
             })
             .await?;
-            return Ok(Page { items, total });
-        }
-        // Effective status changes with the owner's, so no index keeps it: one pass counts the
-        // keys of each status, the next keeps those whose rank falls in the page.
-        let mut counts: Vec<(&'static str, u64)> = Vec::new();
-        self.scan_keys("id", query.descending, |record| {
-            if query.matches(&record) {
-                let status = record.effective_status().as_str();
-                match counts.iter_mut().find(|(s, _)| *s == status) {
-                    Some((_, n)) => *n += 1,
-                    None => counts.push((status, 1)),
-                }
+            counts.sort_unstable();
+            if query.descending {
+                counts.reverse();
             }
-        })
-        .await?;
-        counts.sort_unstable();
-        if query.descending {
-            counts.reverse();
-        }
-        let total = counts.iter().map(|(_, n)| n).sum();
-        // Each status's first rank, and how many of its keys the second pass has seen.
-        let mut next: Vec<(&'static str, u64)> = counts
-            .iter()
-            .scan(0, |start, &(status, n)| {
-                let first = *start;
-                *start += n;
-                Some((status, first))
-            })
-            .collect();
-        let mut items = Vec::new();
-        if query.limit > 0 && query.offset < total {
-            self.scan_keys("id", query.descending, |record| {
-                if !query.matches(&record) {
-                    return;
-                }
-                let status = record.effective_status().as_str();
-                if let Some((_, rank)) = next.iter_mut().find(|(s, _)| *s == status) {
-                    if window(*rank) {
-                        items.push(record);
+            total = counts.iter().map(|(_, n)| n).sum();
+            // Each status's next rank in the listing.
+            let mut next: Vec<(&'static str, u64)> = counts
+                .iter()
+                .scan(0, |start, &(status, n)| {
+                    let first = *start;
+                    *start += n;
+                    Some((status, first))
+                })
+                .collect();
+            if query.limit > 0 && query.offset < total {
+                self.scan_keys("id", query.descending, with_description, |brief| {
+                    if !matches(&brief) {
+                        return;
                     }
-                    *rank += 1;
+                    let status = brief.status.as_str();
+                    if let Some((_, rank)) = next.iter_mut().find(|(s, _)| *s == status) {
+                        if window(*rank) {
+                            ids.push(brief.id);
+                        }
+                        *rank += 1;
+                    }
+                })
+                .await?;
+            }
+        } else {
+            let mut seen = 0;
+            self.scan_keys(index, query.descending, with_description, |brief| {
+                if matches(&brief) {
+                    if window(seen) {
+                        ids.push(brief.id);
+                    }
+                    seen += 1;
                 }
             })
             .await?;
+            total = seen;
         }
-        // In the listing's order: status, then id.
+        let mut items = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(SCAN_BATCH) {
+            let mut invocation = self.scripts.records.prepare_invoke();
+            invocation.arg(&*self.prefix);
+            for id in chunk {
+                invocation.arg(id.get());
+            }
+            let rows: Vec<Vec<Vec<u8>>> = invocation
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(StoreError::backend)?;
+            for row in rows {
+                items.push(decode_key(&Fields::new(row))?);
+            }
+        }
+        // In the listing's order (for effective status, the page was picked in id order), and
+        // without keys changed since the scan so that they no longer match.
         let order = ListQuery {
             offset: 0,
             limit: u64::MAX,
@@ -961,6 +1016,45 @@ impl Fields {
                 "field `{name}` is neither 0 nor 1"
             ))),
         }
+    }
+}
+
+/// What a listing filters on of one key.
+struct Brief {
+    id: KeyId,
+    status: Status,
+    description: String,
+}
+
+/// A field of a brief as text.
+fn brief_text(bytes: &[u8]) -> Result<&str, StoreError> {
+    std::str::from_utf8(bytes).map_err(|_| StoreError::corrupt("field is not UTF-8"))
+}
+
+impl Brief {
+    /// Reads a brief of `SCAN_KEYS`; one of a key without a hash is corrupt.
+    fn decode(row: Vec<Vec<u8>>) -> Result<Brief, StoreError> {
+        let raw_id = brief_text(row.first().map_or(&[][..], Vec::as_slice))?;
+        let id = raw_id
+            .parse::<u64>()
+            .ok()
+            .and_then(KeyId::new)
+            .ok_or_else(|| StoreError::corrupt(format!("key id `{raw_id}` out of range")))?;
+        let decode = || -> Result<Brief, StoreError> {
+            let [_, status, user, company, description] = &row[..] else {
+                return Err(StoreError::corrupt("field `status` missing"));
+            };
+            Ok(Brief {
+                id,
+                status: Status::effective(
+                    parse_status(brief_text(status)?)?,
+                    parse_status(brief_text(user)?)?,
+                    parse_status(brief_text(company)?)?,
+                ),
+                description: brief_text(description)?.to_owned(),
+            })
+        };
+        decode().map_err(|e| in_key(id, e))
     }
 }
 
