@@ -201,6 +201,8 @@ macro_rules! conformance {
 conformance!(
     keys_are_created_read_changed_and_deleted,
     listing_filters_sorts_and_pages_like_the_reference,
+    listings_of_many_keys_page_like_the_reference,
+    a_key_status_lock_round_trips_and_starts_unlocked,
     key_user_and_company_status_combine_like_the_reference,
     accounts_and_refresh_tokens_behave_like_the_reference,
     revocation_is_refused_on_the_same_node_before_the_call_returns,
@@ -543,6 +545,134 @@ async fn listing_filters_sorts_and_pages_like_the_reference<B: Backend>(backend:
     assert_eq!(all.total, varied_records().len() as u64);
 }
 
+/// More keys than a store reads in one batch, with fields that are prefixes of each other, so that
+/// index orders, batch boundaries and pages far from the start are all crossed.
+async fn listings_of_many_keys_page_like_the_reference<B: Backend>(backend: B) {
+    let store = backend.node().await;
+    let reference = MemoryStore::new();
+    let descriptions = ["", "a", "a b", "ab", "A", "é", "ab c", "b"];
+    let users = ["al", "alice", "Al", "bob", "al ice"];
+    let records: Vec<KeyRecord> = (1..=600u64)
+        .map(|raw| {
+            let user = users[(raw as usize * 7) % users.len()];
+            let company = if raw % 3 == 0 { "Beta" } else { "Alpha" };
+            let created = datetime!(2024-05-01 12:00 UTC)
+                + time::Duration::seconds((raw % 41) as i64)
+                + time::Duration::nanoseconds((raw % 2) as i64);
+            let mut r = record(
+                raw * 1_000_003,
+                owner(user, company),
+                descriptions[(raw as usize * 5) % descriptions.len()],
+                created,
+            );
+            if raw % 11 == 0 {
+                r.status = Status::Disabled;
+            }
+            r
+        })
+        .collect();
+    for s in [&store as &dyn Stores, &reference] {
+        for r in &records {
+            s.insert(r.clone()).await.expect("inserted");
+        }
+        s.set_user_status("u-bob", Status::Disabled)
+            .await
+            .expect("set");
+        s.set_company_status("c-Beta", Status::DisabledDueToTenant)
+            .await
+            .expect("set");
+    }
+    let sorts = [
+        SortField::Id,
+        SortField::CreationDate,
+        SortField::Description,
+        SortField::UserName,
+        SortField::Status,
+    ];
+    let with = |f: &dyn Fn(&mut ListQuery)| {
+        let mut query = ListQuery::default();
+        f(&mut query);
+        query
+    };
+    let filters = [
+        ListQuery::default(),
+        with(&|q| q.status = Some(Status::Enabled)),
+        with(&|q| q.status = Some(Status::DisabledDueToCompany)),
+        with(&|q| q.description_contains = Some("A".into())),
+        with(&|q| q.user_uid = Some("u-al".into())),
+    ];
+    let pages = [
+        (0, 50),
+        (250, 20),
+        (255, 3),
+        (511, 2),
+        (590, 20),
+        (700, 5),
+        (0, 0),
+        (0, u64::MAX),
+    ];
+    for filter in &filters {
+        for sort in sorts {
+            for descending in [false, true] {
+                for (offset, limit) in pages {
+                    let mut query = filter.clone();
+                    query.sort = sort;
+                    query.descending = descending;
+                    query.offset = offset;
+                    query.limit = limit;
+                    let got = store.list(&query).await.expect("listed");
+                    let want = reference.list(&query).await.expect("listed");
+                    assert_eq!(got, want, "{}: {query:?}", B::NAME);
+                }
+            }
+        }
+    }
+}
+
+async fn a_key_status_lock_round_trips_and_starts_unlocked<B: Backend>(backend: B) {
+    let store = backend.node().await;
+    let reference = MemoryStore::new();
+    let key = record(
+        77,
+        owner("alice", "Alpha"),
+        "CI",
+        datetime!(2024-05-01 12:00 UTC),
+    );
+    for s in [&store as &dyn Stores, &reference] {
+        s.insert(key.clone()).await.expect("inserted");
+    }
+    let read = store.get(key.id).await.expect("read").expect("exists");
+    assert!(!read.status_locked, "{}", B::NAME);
+    let updates = [
+        KeyUpdate::status(Status::Disabled).locked(true),
+        // Fields the update leaves alone keep the lock.
+        KeyUpdate::description("renamed"),
+        KeyUpdate::status(Status::Enabled),
+        KeyUpdate::default().locked(false),
+        KeyUpdate::description("again").locked(true),
+    ];
+    let mut locks = Vec::new();
+    for update in updates {
+        let (got, want) = both(&store, &reference, |s| {
+            let update = update.clone();
+            async move { s.update(key.id, update).await.expect("updated") }
+        })
+        .await;
+        assert_eq!(got, want, "{}: {update:?}", B::NAME);
+        locks.push(got.expect("exists").status_locked);
+        let read = store.get(key.id).await.expect("read");
+        assert_eq!(
+            read,
+            reference.get(key.id).await.expect("read"),
+            "{}",
+            B::NAME
+        );
+    }
+    assert_eq!(locks, [true, true, true, false, true], "{}", B::NAME);
+    let listed = store.list(&ListQuery::default()).await.expect("listed");
+    assert!(listed.items[0].status_locked, "{}", B::NAME);
+}
+
 async fn key_user_and_company_status_combine_like_the_reference<B: Backend>(backend: B) {
     let store = backend.node().await;
     let reference = MemoryStore::new();
@@ -816,6 +946,12 @@ async fn accounts_and_refresh_tokens_behave_like_the_reference<B: Backend>(backe
 
     // Revoking a user's tokens moves their generation and removes their refresh tokens only;
     // every node hears of it.
+    // A disabled user's revocation is published with the status they have.
+    for s in [&store as &dyn Stores, &reference] {
+        s.set_user_status("u-4", Status::Disabled)
+            .await
+            .expect("set");
+    }
     let mut changes = store.subscribe();
     if let Some(changes) = changes.as_mut() {
         // A network store's stream says `Resync` once it listens, and hears what is published
@@ -828,7 +964,7 @@ async fn accounts_and_refresh_tokens_behave_like_the_reference<B: Backend>(backe
             B::NAME
         );
     }
-    for uid in ["u-1", "u-1", "u-9"] {
+    for uid in ["u-1", "u-1", "u-9", "u-4"] {
         let (got, want) = both(&store, &reference, |s| async move {
             s.revoke_user_tokens(uid).await.expect("revoke")
         })
@@ -852,36 +988,60 @@ async fn accounts_and_refresh_tokens_behave_like_the_reference<B: Backend>(backe
     let read = store.company("c-2").await.expect("read").expect("exists");
     assert_eq!(read.token_generation, 1, "{}", B::NAME);
     if let Some(changes) = changes.as_mut() {
-        let mut heard = (false, false);
-        while heard != (true, true) {
+        // Each with the account's current status, so that nodes forget it without changing it.
+        let mut heard = Vec::new();
+        while heard.len() < 4 {
             let next = std::future::poll_fn(|cx| changes.as_mut().poll_next(cx));
             let event = tokio::time::timeout(Duration::from_secs(5), next)
                 .await
-                .unwrap_or_else(|_| panic!("{}: revocation not published", B::NAME))
+                .unwrap_or_else(|_| panic!("{}: revocation not published: {heard:?}", B::NAME))
                 .expect("stream open");
             match event {
-                ChangeEvent::User { user_uid, .. } if user_uid == "u-1" => heard.0 = true,
-                ChangeEvent::Company { company_id, .. } if company_id == "c-2" => heard.1 = true,
-                _ => {}
+                ChangeEvent::User { .. } | ChangeEvent::Company { .. } => heard.push(event),
+                ChangeEvent::Resync => {}
+                other => panic!("{}: {other:?}", B::NAME),
             }
         }
+        let user = |uid: &str, status| ChangeEvent::User {
+            user_uid: uid.to_owned(),
+            status,
+        };
+        let want = [
+            user("u-1", Status::Enabled),
+            user("u-1", Status::Enabled),
+            user("u-4", Status::Disabled),
+            ChangeEvent::Company {
+                company_id: "c-2".to_owned(),
+                status: Status::Enabled,
+            },
+        ];
+        assert_eq!(heard, want, "{}", B::NAME);
     }
 
-    // Two uses at once: exactly one is fresh.
-    store
-        .put_refresh_token(token(8, "u-2", "race"))
-        .await
-        .expect("put");
-    let digest = SecretDigest::from_bytes([8; 32]);
-    let (a, b) = tokio::join!(
-        store.take_refresh_token(&digest),
-        store.take_refresh_token(&digest)
-    );
-    let fresh = [a.expect("take"), b.expect("take")]
-        .into_iter()
-        .filter(|u| matches!(u, Some(RefreshUse::Fresh(_))))
-        .count();
-    assert_eq!(fresh, 1, "{}", B::NAME);
+    // Uses at once, from tasks of their own on the runtime's threads: exactly one is fresh.
+    for round in 0..20u8 {
+        let byte = 100 + round;
+        store
+            .put_refresh_token(token(byte, "u-2", "race"))
+            .await
+            .expect("put");
+        let digest = SecretDigest::from_bytes([byte; 32]);
+        let takers: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.take_refresh_token(&digest).await })
+            })
+            .collect();
+        let mut fresh = 0;
+        for taker in takers {
+            match taker.await.expect("task").expect("take") {
+                Some(RefreshUse::Fresh(_)) => fresh += 1,
+                Some(RefreshUse::Replayed(_)) => {}
+                None => panic!("{}: token {byte} gone", B::NAME),
+            }
+        }
+        assert_eq!(fresh, 1, "{}: round {round}", B::NAME);
+    }
 }
 
 // --- Revocation ----------------------------------------------------------------------------------
