@@ -55,8 +55,8 @@ pub(crate) fn on_user(caller: &User, target: &User, act: Act) -> bool {
     }
     let above = rank(caller.role) > rank(target.role);
     match act {
-        // A read-only role changes nothing.
-        Act::Manage => above && !caller.role.is_read_only(),
+        // A read-only role changes nothing; portal users are managed by portal administrators.
+        Act::Manage => above && !caller.role.is_read_only() && !target.role.is_portal(),
         // Portal roles see everyone; company owners and administrators their company's users.
         Act::Read => {
             above
@@ -147,6 +147,14 @@ mod tests {
             ),
             (PortalOperator, portal, PortalOperator, portal, false, true),
             (PortalOperator, portal, CompanyOwner, acme, true, true),
+            (
+                PortalOperator,
+                portal,
+                PortalReadonlyOperator,
+                portal,
+                false,
+                true,
+            ),
             (
                 PortalReadonlyOperator,
                 portal,
