@@ -11,7 +11,10 @@ use sqlx::Connection;
 
 use time::macros::datetime;
 use tower_api_key::key::SecretDigest;
-use tower_api_key::store::{AccountStore, KeyRecord, KeyUpdate, ListQuery, RefreshToken};
+use tower_api_key::store::{
+    AccountStore, ChangeEvent, ChangeStream, KeyRecord, KeyUpdate, ListQuery, RefreshToken,
+    RefreshUse, Role, UserProfile,
+};
 use tower_api_key::{
     KeyId, KeyRing, KeyStore, NewKey, Owner, PostgresStore, Scope, Scopes, Status, VerifyError,
 };
@@ -265,5 +268,152 @@ async fn changes_made_with_plain_sql_reach_every_node() {
             "after `{sql}` the ring should {} the key",
             if accepted { "accept" } else { "refuse" }
         );
+    }
+}
+
+/// The next change `changes` yields, within five seconds.
+async fn next_change(changes: &mut ChangeStream) -> Option<ChangeEvent> {
+    let next = std::future::poll_fn(|cx| changes.as_mut().poll_next(cx));
+    tokio::time::timeout(Duration::from_secs(5), next)
+        .await
+        .expect("a change within five seconds")
+}
+
+#[tokio::test]
+async fn a_version_1_database_upgrades_and_its_rows_still_load() {
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    // Schema version 1 with rows as it wrote them: roles by their earlier names, no profiles,
+    // generations, families or status locks.
+    db.exec(&format!(
+        "CREATE SCHEMA tower_api_key; {} \
+         CREATE TABLE tower_api_key.schema_version (version INTEGER NOT NULL PRIMARY KEY, \
+           applied TEXT NOT NULL); \
+         INSERT INTO tower_api_key.schema_version VALUES (1, '2024-01-01T00:00:00.000000000Z');",
+        include_str!("../migrations/postgres/0001_schema.sql")
+    ))
+    .await;
+    db.exec(&format!(
+        "INSERT INTO tower_api_key.companies VALUES ('c-alpha', 'Alpha', 'enabled'); \
+         INSERT INTO tower_api_key.users VALUES \
+           ('u-root', 'root', 'hash', 'administrator', 'c-alpha', 'enabled', \
+            '2024-01-01T00:00:00.000000000Z'), \
+           ('u-alice', 'alice', 'hash', 'user', 'c-alpha', 'disabled', \
+            '2024-01-02T00:00:00.000000000Z'); \
+         INSERT INTO tower_api_key.api_keys VALUES (7, '\\x{keys}', 'u-alice', 'alice', \
+           'c-alpha', 'Alpha', 'CI', 'ci', false, 'rest', 'enabled', \
+           '2024-05-01T12:00:00.123456789Z'); \
+         INSERT INTO tower_api_key.refresh_tokens VALUES ('\\x{tokens}', 'u-alice', false, \
+           '2030-01-01T00:00:00.000000000Z');",
+        keys = "07".repeat(32),
+        tokens = "09".repeat(32),
+    ))
+    .await;
+
+    let store = open(&db).await;
+    let root = store.user("u-root").await.expect("read").expect("exists");
+    assert_eq!(root.role, Role::PortalAdministrator);
+    assert_eq!(
+        (root.profile, root.token_generation),
+        (UserProfile::default(), 0)
+    );
+    let alice = store
+        .user_by_name("alice")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(alice.role, Role::CompanyLocationUser);
+    assert_eq!(
+        store
+            .list_users(Some("c-alpha"), 0, 10)
+            .await
+            .expect("listed")
+            .total,
+        2
+    );
+    let alpha = store
+        .company("c-alpha")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(alpha.token_generation, 0);
+    let mut want = key(7);
+    want.user_status = Status::Disabled;
+    assert_eq!(store.get(id(7)).await.expect("read"), Some(want));
+
+    // A token issued before families is a family of its own: its digest in hex.
+    let digest = SecretDigest::from_bytes([9; 32]);
+    let Some(RefreshUse::Fresh(token)) = store.take_refresh_token(&digest).await.expect("take")
+    else {
+        panic!("the token is fresh");
+    };
+    assert_eq!(token.family, "09".repeat(32));
+    assert!(matches!(
+        store.take_refresh_token(&digest).await.expect("take"),
+        Some(RefreshUse::Replayed(_))
+    ));
+
+    // The upgraded triggers announce a revocation with the account's status.
+    let mut changes = store.subscribe().expect("a change stream");
+    assert_eq!(next_change(&mut changes).await, Some(ChangeEvent::Resync));
+    assert_eq!(
+        store.revoke_user_tokens("u-alice").await.expect("revoked"),
+        Some(1)
+    );
+    assert_eq!(
+        next_change(&mut changes).await,
+        Some(ChangeEvent::User {
+            user_uid: "u-alice".into(),
+            status: Status::Disabled
+        })
+    );
+    assert_eq!(store.take_refresh_token(&digest).await.expect("take"), None);
+}
+
+#[tokio::test]
+async fn corrupt_profiles_and_generations_are_corrupt_records() {
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    let store = open(&db).await;
+    db.exec(
+        "INSERT INTO tower_api_key.companies (uid, name, status) VALUES ('c-alpha', 'Alpha', 'enabled'); \
+         INSERT INTO tower_api_key.users (uid, user_name, password_hash, role, company_id, status, \
+           created) VALUES ('u-alice', 'alice', 'hash', 'companyOwner', 'c-alpha', 'enabled', \
+           '2024-01-02T00:00:00.000000000Z')",
+    )
+    .await;
+    assert!(store.user("u-alice").await.expect("read").is_some());
+    let cases = [
+        "UPDATE tower_api_key.users SET profile = '{'",
+        "UPDATE tower_api_key.users SET profile = '{\"email\": []}'",
+        "UPDATE tower_api_key.users SET token_generation = -1",
+        "UPDATE tower_api_key.companies SET profile = 'null'",
+        "UPDATE tower_api_key.companies SET token_generation = -3",
+    ];
+    for sql in cases {
+        db.exec(sql).await;
+        if sql.contains(".users") {
+            assert!(
+                store.user("u-alice").await.unwrap_err().is_corrupt(),
+                "{sql}"
+            );
+            let listed = store.list_users(None, 0, 10).await;
+            assert!(listed.unwrap_err().is_corrupt(), "{sql}");
+        } else {
+            assert!(
+                store.company("c-alpha").await.unwrap_err().is_corrupt(),
+                "{sql}"
+            );
+            let listed = store.list_companies(0, 10).await;
+            assert!(listed.unwrap_err().is_corrupt(), "{sql}");
+        }
+        db.exec(
+            "UPDATE tower_api_key.users SET profile = '{}', token_generation = 0; \
+             UPDATE tower_api_key.companies SET profile = '{}', token_generation = 0",
+        )
+        .await;
+        assert!(store.user("u-alice").await.is_ok() && store.company("c-alpha").await.is_ok());
     }
 }

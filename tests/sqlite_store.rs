@@ -529,3 +529,176 @@ async fn concurrent_writers_on_one_file_all_succeed() {
         .expect("listed");
     assert_eq!(page.total, 40);
 }
+
+/// Rows as version 1 of the schema wrote them: roles by their earlier names, no profiles,
+/// generations, families or status locks.
+const VERSION_1_ROWS: &str = "
+INSERT INTO companies (uid, name, status) VALUES ('c-Alpha', 'Alpha', 'enabled');
+INSERT INTO users (uid, user_name, password_hash, role, company_id, status, created) VALUES
+  ('u-root', 'root', 'hash', 'administrator', 'c-Alpha', 'enabled', '2024-01-01T00:00:00.000000000Z'),
+  ('u-alice', 'alice', 'hash', 'user', 'c-Alpha', 'disabled', '2024-01-02T00:00:00.000000000Z');
+INSERT INTO api_keys (id, digest, user_uid, user_name, company_id, company_name, description,
+  description_folded, read_only, scopes, status, created) VALUES
+  (7, zeroblob(32), 'u-alice', 'alice', 'c-Alpha', 'Alpha', 'CI', 'ci', 1, 'rest', 'enabled',
+   '2024-05-01T12:00:00.000000000Z');
+INSERT INTO refresh_tokens (digest, user_uid, read_only, expires) VALUES
+  (zeroblob(32), 'u-alice', 0, '2030-01-01T00:00:00.000000000Z');
+";
+
+#[tokio::test]
+async fn a_version_1_file_upgrades_and_its_rows_still_load() {
+    use sqlx::Connection;
+    use tower_api_key::KeyStore;
+
+    let dir = TempDir::new("version-1");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", dir.url()))
+        .await
+        .expect("file created");
+    sqlx::raw_sql(include_str!("../migrations/sqlite/0001_schema.sql"))
+        .execute(&mut conn)
+        .await
+        .expect("version 1 schema");
+    sqlx::raw_sql(
+        "CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY, applied TEXT NOT NULL);
+         INSERT INTO schema_version VALUES (1, '2024-01-01T00:00:00.000000000Z');",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("version 1 recorded");
+    sqlx::raw_sql(VERSION_1_ROWS)
+        .execute(&mut conn)
+        .await
+        .expect("version 1 rows");
+    conn.close().await.expect("closed");
+
+    let store = open(&dir).await;
+    let root = store.user("u-root").await.expect("read").expect("exists");
+    assert_eq!(root.role, Role::PortalAdministrator);
+    assert_eq!(root.profile, Default::default());
+    assert_eq!(root.token_generation, 0);
+    let alice = store
+        .user_by_name("alice")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(alice.role, Role::CompanyLocationUser);
+    assert_eq!(alice.status, Status::Disabled);
+    let users = store
+        .list_users(Some("c-Alpha"), 0, 10)
+        .await
+        .expect("listed");
+    assert_eq!(users.total, 2);
+    let alpha = store
+        .company("c-Alpha")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(
+        (alpha.profile, alpha.token_generation),
+        (Default::default(), 0)
+    );
+
+    let key = store
+        .get(tower_api_key::KeyId::new(7).expect("id"))
+        .await
+        .expect("read")
+        .expect("exists");
+    assert!(!key.status_locked);
+    assert_eq!(key.user_status, Status::Disabled);
+
+    // A token issued before families is a family of its own: its digest in hex.
+    let digest = SecretDigest::from_bytes([0; 32]);
+    let Some(RefreshUse::Fresh(token)) = store.take_refresh_token(&digest).await.expect("take")
+    else {
+        panic!("the token is fresh");
+    };
+    assert_eq!(token.family, "00".repeat(32));
+    assert_eq!((token.user_generation, token.company_generation), (0, 0));
+    assert!(matches!(
+        store.take_refresh_token(&digest).await.expect("take"),
+        Some(RefreshUse::Replayed(_))
+    ));
+    assert_eq!(
+        store
+            .revoke_refresh_family(&token.family)
+            .await
+            .expect("revoked"),
+        1
+    );
+
+    // Revocation moves generations on from the defaults the upgrade gave.
+    assert_eq!(
+        store.revoke_user_tokens("u-root").await.expect("revoked"),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .revoke_company_tokens("c-Alpha")
+            .await
+            .expect("revoked"),
+        Some(1)
+    );
+    assert_eq!(
+        store.revoke_user_tokens("u-nobody").await.expect("revoked"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn corrupt_profiles_and_generations_are_corrupt_records() {
+    use sqlx::Connection;
+
+    let dir = TempDir::new("corrupt-profile");
+    let store = open(&dir).await;
+    store
+        .create_company(company("Alpha"))
+        .await
+        .expect("created");
+    store
+        .create_user(account("alice", "Alpha"))
+        .await
+        .expect("created");
+    let cases = [
+        "UPDATE users SET profile = '{'",
+        "UPDATE users SET profile = '[1]'",
+        "UPDATE users SET profile = '{\"firstName\": 5}'",
+        "UPDATE users SET token_generation = -1",
+        "UPDATE users SET role = 'root'",
+        "UPDATE companies SET profile = 'null'",
+        "UPDATE companies SET token_generation = -3",
+    ];
+    for sql in cases {
+        let mut conn = sqlx::SqliteConnection::connect(&dir.url())
+            .await
+            .expect("opens");
+        let mut tx = conn.begin().await.expect("begins");
+        sqlx::raw_sql(sql).execute(&mut *tx).await.expect(sql);
+        tx.commit().await.expect("commits");
+        if sql.contains("users") {
+            assert!(
+                store.user("u-alice").await.unwrap_err().is_corrupt(),
+                "{sql}"
+            );
+            let listed = store.list_users(None, 0, 10).await;
+            assert!(listed.unwrap_err().is_corrupt(), "{sql}");
+            sqlx::raw_sql(
+                "UPDATE users SET profile = '{}', token_generation = 0, role = 'companyOwner'",
+            )
+            .execute(&mut conn)
+            .await
+            .expect("restored");
+        } else {
+            assert!(
+                store.company("c-Alpha").await.unwrap_err().is_corrupt(),
+                "{sql}"
+            );
+            let listed = store.list_companies(0, 10).await;
+            assert!(listed.unwrap_err().is_corrupt(), "{sql}");
+            sqlx::raw_sql("UPDATE companies SET profile = '{}', token_generation = 0")
+                .execute(&mut conn)
+                .await
+                .expect("restored");
+        }
+        assert!(store.user("u-alice").await.is_ok() && store.company("c-Alpha").await.is_ok());
+    }
+}
