@@ -1567,3 +1567,47 @@ impl Notifier for RedisNotifier {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_become_zrange_ranks_and_never_wrap() {
+        assert_eq!(ranks(0, 10), (0, 9));
+        assert_eq!(ranks(5, 1), (5, 5));
+        // An empty range, not ZRANGE's "0 -1" (everything).
+        assert_eq!(ranks(3, 0), (1, 0));
+        assert_eq!(ranks(0, u64::MAX), (0, i64::MAX));
+        assert_eq!(ranks(u64::MAX, 5), (1, 0));
+        let near = i64::MAX as u64 - 1;
+        assert_eq!(ranks(near, 5), (i64::MAX - 1, i64::MAX));
+    }
+
+    #[test]
+    fn briefs_carry_the_effective_status_or_are_corrupt() {
+        let row = |fields: &[&[u8]]| fields.iter().map(|f| f.to_vec()).collect::<Vec<_>>();
+        let brief = Brief::decode(row(&[b"7", b"enabled", b"disabled", b"enabled", b"CI"]))
+            .expect("decodes");
+        assert_eq!(brief.id.get(), 7);
+        assert_eq!(brief.status, Status::DisabledDueToUser);
+        assert_eq!(brief.description, "CI");
+        for bad in [
+            row(&[b"7"]),
+            row(&[b"7", b"bogus", b"enabled", b"enabled", b""]),
+            row(&[b"7", b"enabled", b"enabled", b"enabled", b"\xff"]),
+        ] {
+            let err = Brief::decode(bad).err().expect("corrupt");
+            assert!(
+                err.is_corrupt() && err.to_string().contains("key 7"),
+                "{err}"
+            );
+        }
+        assert!(
+            Brief::decode(row(&[b"0", b"enabled", b"enabled", b"enabled", b""]))
+                .err()
+                .expect("corrupt")
+                .is_corrupt()
+        );
+    }
+}
