@@ -205,6 +205,7 @@ conformance!(
     a_key_status_lock_round_trips_and_starts_unlocked,
     key_user_and_company_status_combine_like_the_reference,
     accounts_and_refresh_tokens_behave_like_the_reference,
+    expired_refresh_tokens_are_gone_once_another_is_stored,
     revocation_is_refused_on_the_same_node_before_the_call_returns,
     a_second_node_that_has_not_cached_a_key_sees_its_revocation_at_once,
     a_second_node_that_cached_a_key_refuses_it_soon_after_revocation,
@@ -1041,6 +1042,48 @@ async fn accounts_and_refresh_tokens_behave_like_the_reference<B: Backend>(backe
             }
         }
         assert_eq!(fresh, 1, "{}: round {round}", B::NAME);
+    }
+}
+
+async fn expired_refresh_tokens_are_gone_once_another_is_stored<B: Backend>(backend: B) {
+    let store = backend.node().await;
+    let now = OffsetDateTime::now_utc();
+    let token = |byte: u8, expires| RefreshToken {
+        digest: SecretDigest::from_bytes([byte; 32]),
+        user_uid: "u-1".to_owned(),
+        read_only: false,
+        expires,
+        family: format!("f{byte}"),
+        user_generation: 0,
+        company_generation: 0,
+    };
+    // Used or not, an expired token cannot even be replayed: it is of no more use.
+    store
+        .put_refresh_token(token(1, now - Duration::from_secs(1)))
+        .await
+        .expect("put");
+    store
+        .put_refresh_token(token(2, now + Duration::from_millis(300)))
+        .await
+        .expect("put");
+    let used = SecretDigest::from_bytes([2; 32]);
+    assert!(
+        matches!(
+            store.take_refresh_token(&used).await.expect("take"),
+            Some(RefreshUse::Fresh(_))
+        ),
+        "{}",
+        B::NAME
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    store
+        .put_refresh_token(token(3, now + Duration::from_secs(3600)))
+        .await
+        .expect("put");
+    for (byte, left) in [(1, false), (2, false), (3, true)] {
+        let digest = SecretDigest::from_bytes([byte; 32]);
+        let taken = store.take_refresh_token(&digest).await.expect("take");
+        assert_eq!(taken.is_some(), left, "{}: token {byte}", B::NAME);
     }
 }
 

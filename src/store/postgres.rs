@@ -32,6 +32,7 @@ use crate::key::{KeyId, SecretDigest};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_schema.sql"),
     include_str!("../../migrations/postgres/0002_accounts.sql"),
+    include_str!("../../migrations/postgres/0003_refresh_expiry.sql"),
 ];
 
 /// The channel the schema's triggers notify on.
@@ -633,7 +634,7 @@ impl AccountStore for PostgresStore {
     async fn put_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         // Expired tokens, used or not, are of no more use, not even to recognise a replay.
-        sqlx::query("DELETE FROM tower_api_key.refresh_tokens WHERE expires <= $1")
+        sqlx::query("DELETE FROM tower_api_key.refresh_tokens WHERE expires COLLATE \"C\" <= $1")
             .bind(format_date(OffsetDateTime::now_utc())?)
             .execute(&mut *tx)
             .await

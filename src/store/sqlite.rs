@@ -32,6 +32,7 @@ use crate::key::{KeyId, SecretDigest};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_schema.sql"),
     include_str!("../../migrations/sqlite/0002_accounts.sql"),
+    include_str!("../../migrations/sqlite/0003_refresh_expiry.sql"),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -1208,6 +1209,25 @@ mod tests {
             .await
             .expect("take");
         assert_eq!(third, Some(RefreshUse::Fresh(token(3, "u-c", "c"))));
+    }
+
+    #[tokio::test]
+    async fn purging_expired_refresh_tokens_reads_the_expiry_index() {
+        let store = memory().await;
+        let rows = sqlx::query("EXPLAIN QUERY PLAN DELETE FROM refresh_tokens WHERE expires <= ?")
+            .bind("2030-01-01T00:00:00.000000000Z")
+            .fetch_all(&store.pool)
+            .await
+            .expect("explained");
+        let plan: Vec<String> = rows
+            .iter()
+            .map(|row| column(row, "detail").expect("detail"))
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("refresh_tokens_expires")),
+            "{plan:?}"
+        );
     }
 
     #[test]
