@@ -125,23 +125,45 @@ async fn migrations_run_once_in_their_own_schema_and_a_newer_schema_is_refused()
     .expect("count");
     assert_eq!(public, 0, "the application's schema is left alone");
 
-    // The purge of expired refresh tokens, as every new token runs it, can use the expiry index.
+    // The purge of expired refresh tokens and the account listings, as the store writes them,
+    // can use their indexes.
     sqlx::query("SET enable_seqscan = off")
         .execute(&mut conn)
         .await
         .expect("set");
-    let plan: Vec<String> = sqlx::query_scalar(
-        "EXPLAIN DELETE FROM tower_api_key.refresh_tokens WHERE expires COLLATE \"C\" <= $1",
-    )
-    .bind("2030-01-01T00:00:00.000000000Z")
-    .fetch_all(&mut conn)
-    .await
-    .expect("explained");
-    assert!(
-        plan.iter()
-            .any(|line| line.contains("refresh_tokens_expires")),
-        "{plan:?}"
-    );
+    let cases = [
+        (
+            "DELETE FROM tower_api_key.refresh_tokens WHERE expires COLLATE \"C\" <= $1",
+            "refresh_tokens_expires",
+        ),
+        (
+            "SELECT * FROM tower_api_key.users WHERE company_id = $1 \
+             ORDER BY user_name COLLATE \"C\", uid COLLATE \"C\" LIMIT 10",
+            "users_company_id",
+        ),
+        (
+            "SELECT * FROM tower_api_key.users WHERE uid <> $1 \
+             ORDER BY user_name COLLATE \"C\", uid COLLATE \"C\" LIMIT 10",
+            "users_by_name",
+        ),
+        (
+            "SELECT * FROM tower_api_key.companies WHERE uid <> $1 \
+             ORDER BY name COLLATE \"C\", uid COLLATE \"C\" LIMIT 10",
+            "companies_by_name",
+        ),
+    ];
+    for (statement, index) in cases {
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {statement}"))
+            .bind("x")
+            .fetch_all(&mut conn)
+            .await
+            .expect("explained");
+        assert!(
+            plan.iter().any(|line| line.contains(index))
+                && !plan.iter().any(|l| l.contains("Sort")),
+            "{statement}: {plan:?}"
+        );
+    }
 
     db.exec("INSERT INTO tower_api_key.schema_version VALUES (999, 'later')")
         .await;

@@ -32,7 +32,7 @@ use crate::key::{KeyId, SecretDigest};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_schema.sql"),
     include_str!("../../migrations/postgres/0002_accounts.sql"),
-    include_str!("../../migrations/postgres/0003_refresh_expiry.sql"),
+    include_str!("../../migrations/postgres/0003_indexes.sql"),
 ];
 
 /// The channel the schema's triggers notify on.

@@ -32,7 +32,7 @@ use crate::key::{KeyId, SecretDigest};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_schema.sql"),
     include_str!("../../migrations/sqlite/0002_accounts.sql"),
-    include_str!("../../migrations/sqlite/0003_refresh_expiry.sql"),
+    include_str!("../../migrations/sqlite/0003_indexes.sql"),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -1212,22 +1212,41 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn purging_expired_refresh_tokens_reads_the_expiry_index() {
+    async fn the_purge_and_company_listings_read_their_indexes() {
         let store = memory().await;
-        let rows = sqlx::query("EXPLAIN QUERY PLAN DELETE FROM refresh_tokens WHERE expires <= ?")
-            .bind("2030-01-01T00:00:00.000000000Z")
-            .fetch_all(&store.pool)
-            .await
-            .expect("explained");
-        let plan: Vec<String> = rows
-            .iter()
-            .map(|row| column(row, "detail").expect("detail"))
-            .collect();
-        assert!(
-            plan.iter()
-                .any(|step| step.contains("refresh_tokens_expires")),
-            "{plan:?}"
-        );
+        let cases = [
+            (
+                "DELETE FROM refresh_tokens WHERE expires <= ?".to_owned(),
+                "refresh_tokens_expires",
+            ),
+            (
+                format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE company_id = ? \
+                     ORDER BY user_name, uid LIMIT 10"
+                ),
+                "users_company_id",
+            ),
+            (
+                "SELECT COUNT(*) FROM users WHERE company_id = ?".to_owned(),
+                "users_company_id",
+            ),
+        ];
+        for (statement, index) in cases {
+            let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {statement}"))
+                .bind("x")
+                .fetch_all(&store.pool)
+                .await
+                .expect("explained");
+            let plan: Vec<String> = rows
+                .iter()
+                .map(|row| column(row, "detail").expect("detail"))
+                .collect();
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains(index) && !step.contains("TEMP")),
+                "{statement}: {plan:?}"
+            );
+        }
     }
 
     #[test]
