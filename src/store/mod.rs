@@ -131,6 +131,7 @@ impl fmt::Debug for KeyRecord {
             .field("user_status", &self.user_status)
             .field("company_status", &self.company_status)
             .field("created", &self.created)
+            .field("status_locked", &self.status_locked)
             .finish()
     }
 }
