@@ -17,6 +17,8 @@
 //! let secret = b"at least 32 bytes of JWT signing secret";
 //! let app = Admin::new(KeyRing::new(store), accounts, secret).router();
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:1280").await?;
+//! // The client address lets `POST /token` throttle failed logins per address.
+//! let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
@@ -80,6 +82,14 @@
 //! when the caller may not act, 404 for unknown users, companies and keys (another user's key is
 //! also "not found"), 409 for a taken name, 415 for a JSON body sent with another media type. The
 //! token endpoint answers in OAuth 2's form (`{"error":"invalid_grant","error_description":"…"}`).
+//!
+//! # Login floods
+//!
+//! Passwords are checked by a fixed pool of Argon2id threads (one per core) behind a bounded
+//! queue ([`Admin::with_login_queue`], [`Admin::with_login_timeout`]): a full queue answers 503
+//! `temporarily_unavailable` with `Retry-After` at once. Failed logins are counted per client
+//! address and per user name ([`Admin::with_login_limits`]); over a limit, 429 with `Retry-After`
+//! before any hashing.
 //!
 //! # Disabled users and companies
 //!
@@ -154,6 +164,8 @@ pub struct Admin {
     refresh_ttl: Duration,
     max_keys_per_user: u64,
     login_limits: LoginLimits,
+    login_queue: Option<usize>,
+    login_timeout: Duration,
 }
 
 impl Admin {
@@ -174,6 +186,8 @@ impl Admin {
             refresh_ttl: DEFAULT_REFRESH_TTL,
             max_keys_per_user: DEFAULT_MAX_KEYS_PER_USER,
             login_limits: LoginLimits::default(),
+            login_queue: None,
+            login_timeout: throttle::DEFAULT_TIMEOUT,
         }
     }
 
@@ -187,6 +201,23 @@ impl Admin {
     /// that trusts the proxy; `X-Forwarded-For` is not read.
     pub fn with_login_limits(mut self, limits: LoginLimits) -> Self {
         self.login_limits = limits;
+        self
+    }
+
+    /// How many password logins may wait for or run on the Argon2id threads at once (at least 1).
+    /// Beyond that `POST /token` answers 503 `temporarily_unavailable` with `Retry-After: 1` at
+    /// once, without hashing; one client address may hold a quarter of the places, and its
+    /// further logins meanwhile get 429 with `Retry-After: 1`. Default: 8 per hashing thread (one
+    /// thread per core, shared by the process), so a queued login waits about 8 hash times.
+    pub fn with_login_queue(mut self, len: usize) -> Self {
+        self.login_queue = Some(len.max(1));
+        self
+    }
+
+    /// How long a password login may take from entering the queue to its answer; then it gets
+    /// 503 with `Retry-After: 1`, and its hash is skipped if it has not started. Default: 500 ms.
+    pub fn with_login_timeout(mut self, timeout: Duration) -> Self {
+        self.login_timeout = timeout;
         self
     }
 
@@ -230,7 +261,11 @@ impl Admin {
             refresh_ttl: self.refresh_ttl,
             max_keys_per_user: self.max_keys_per_user,
             key_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
-            throttle: throttle::Throttle::new(self.login_limits),
+            throttle: throttle::Throttle::new(
+                self.login_limits,
+                self.login_queue,
+                self.login_timeout,
+            ),
         });
         let protected = Router::new()
             .route("/users", get(users::list).post(users::create))
@@ -273,6 +308,9 @@ impl fmt::Debug for Admin {
             .field("jwt_secret", &"<redacted>")
             .field("access_ttl", &self.access_ttl)
             .field("refresh_ttl", &self.refresh_ttl)
+            .field("login_limits", &self.login_limits)
+            .field("login_queue", &self.login_queue)
+            .field("login_timeout", &self.login_timeout)
             .finish_non_exhaustive()
     }
 }

@@ -1,19 +1,24 @@
-//! Passwords: Argon2id hashes in PHC string form, computed by a fixed pool of threads.
+//! Passwords: Argon2id hashes in PHC string form, computed by a fixed pool of worker threads.
 //!
-//! Each hash takes tens of milliseconds of CPU and 19 MiB of memory on purpose. Run one per request
-//! on the blocking pool and a flood of logins takes hundreds of threads and gigabytes (each thread's
-//! allocator keeps its own arena); so hashing runs on one thread per core, fed by a short queue. A
-//! full queue, or a job that waited too long, is [`HashError::Busy`] at once: the caller answers
-//! 503 with `Retry-After`, and a valid login queued behind a flood still answers quickly.
+//! Each Argon2id hash fills 19 MiB. Hashing on `spawn_blocking` let a flood of logins run up to
+//! 512 hashes at once, each allocating its own memory in its own malloc arena: gigabytes resident,
+//! and a real login waiting behind every bogus one. Here one worker per core (at most
+//! [`MAX_WORKERS`]) takes jobs from one queue and hashes into a block buffer it allocated once, so
+//! memory stays at workers × 19 MiB whatever the load. Logins are admitted to the queue through a
+//! [`LoginQueue`]: a bounded number of them wait or run, each with a deadline after which a worker
+//! skips it unhashed; anything beyond answers "busy" at once.
 
-use std::cell::RefCell;
+use std::num::NonZeroUsize;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use subtle::ConstantTimeEq;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 /// Shortest password accepted.
@@ -21,105 +26,27 @@ pub(crate) const MIN_LEN: usize = 8;
 /// Longest password accepted, in bytes (hashing cost does not depend on it, but bodies should stay small).
 pub(crate) const MAX_LEN: usize = 1024;
 
+/// Most hashing threads, whatever the core count: each keeps 19 MiB of Argon2 memory.
+pub(crate) const MAX_WORKERS: usize = 16;
+/// Jobs the pool's queue holds beyond the workers, all callers together: a last bound behind the
+/// per-router [`LoginQueue`]s, for the hashes of new users, which wait rather than fail.
+const BACKLOG: usize = 1024;
+/// Largest Argon2 memory a stored hash may ask for, in KiB; beyond it the hash is not computed.
+const MAX_M_COST: u32 = 256 * 1024;
+/// Salt of new hashes, in bytes.
+const SALT_LEN: usize = 16;
+
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-/// Jobs that may wait for a hashing thread, per thread.
-const QUEUE_PER_WORKER: usize = 8;
-
-/// Longest a job waits for a hashing thread before it is given up.
-const MAX_WAIT: Duration = Duration::from_secs(2);
-
 /// Why a password could not be hashed or checked.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HashError {
     /// Too short or too long.
     Policy,
-    /// Every hashing thread is taken and the queue is full, or the job waited too long.
+    /// Not computed: the queue was full, or the job's deadline passed before its answer came.
     Busy,
     /// The random number generator or the hasher failed.
     Internal,
-}
-
-type Work = Box<dyn FnOnce() + Send>;
-
-/// A job and the moment it is no longer worth running.
-struct Job {
-    work: Work,
-    deadline: Instant,
-    /// Told when the deadline passed before the job ran.
-    expired: Box<dyn FnOnce() + Send>,
-}
-
-/// The hashing threads and the queue in front of them.
-struct Pool {
-    queue: SyncSender<Job>,
-}
-
-impl Pool {
-    fn start() -> Self {
-        let workers = std::thread::available_parallelism().map_or(1, usize::from);
-        let (queue, jobs) = mpsc::sync_channel::<Job>(workers * QUEUE_PER_WORKER);
-        let jobs = Arc::new(Mutex::new(jobs));
-        for n in 0..workers {
-            let jobs = jobs.clone();
-            // A pool that cannot start a thread has fewer; with none, every job waits out its
-            // deadline in the queue and the caller is told `Busy`.
-            let _ = std::thread::Builder::new()
-                .name(format!("tower-api-key-argon2-{n}"))
-                .spawn(move || work(&jobs));
-        }
-        Self { queue }
-    }
-
-    fn get() -> &'static Pool {
-        static POOL: OnceLock<Pool> = OnceLock::new();
-        POOL.get_or_init(Pool::start)
-    }
-
-    /// Runs `f` on a hashing thread: `Busy` when the queue is full or the job waited too long.
-    async fn run<T: Send + 'static>(
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, HashError> {
-        let (tx, rx) = tokio::sync::oneshot::channel::<Option<T>>();
-        // Whichever of the job and its expiry runs answers; the other finds the sender gone.
-        let done = Arc::new(Mutex::new(Some(tx)));
-        let reply = move |value: Option<T>| {
-            if let Some(tx) = done.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                let _ = tx.send(value);
-            }
-        };
-        let reply_expired = reply.clone();
-        let job = Job {
-            work: Box::new(move || reply(Some(f()))),
-            deadline: Instant::now() + MAX_WAIT,
-            expired: Box::new(move || reply_expired(None)),
-        };
-        match Pool::get().queue.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(HashError::Busy),
-            Err(TrySendError::Disconnected(_)) => return Err(HashError::Internal),
-        }
-        match rx.await {
-            Ok(Some(value)) => Ok(value),
-            Ok(None) => Err(HashError::Busy),
-            Err(_) => Err(HashError::Internal),
-        }
-    }
-}
-
-/// A hashing thread: takes jobs until the queue is gone.
-fn work(jobs: &Mutex<Receiver<Job>>) {
-    loop {
-        let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-            Ok(job) => job,
-            Err(_) => return,
-        };
-        if Instant::now() > job.deadline {
-            (job.expired)();
-        } else {
-            (job.work)();
-        }
-    }
 }
 
 /// Checks the length rules.
@@ -130,117 +57,339 @@ pub(crate) fn check_policy(password: &str) -> Result<(), HashError> {
     Ok(())
 }
 
-/// Hashes `password` with Argon2id and a fresh 16-byte salt.
+/// Hashes `password` with Argon2id (the `argon2` crate's default parameters) and a fresh 16-byte
+/// salt, on the pool. It waits its turn without a deadline (only administrators create users);
+/// `Busy` only when the pool's whole backlog is full.
 pub(crate) async fn hash(password: Zeroizing<String>) -> Result<String, HashError> {
     check_policy(&password)?;
-    Pool::run(move || hash_blocking(&password)).await?
-}
-
-fn hash_blocking(password: &str) -> Result<String, HashError> {
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|_| HashError::Internal)?;
-    let salt = SaltString::encode_b64(&salt).map_err(|_| HashError::Internal)?;
-    let argon = Argon2::default();
-    let mut salt_bytes = [0u8; 64];
-    let salt_bytes = salt
-        .as_salt()
-        .decode_b64(&mut salt_bytes)
-        .map_err(|_| HashError::Internal)?;
-    let mut out = Zeroizing::new([0u8; Params::DEFAULT_OUTPUT_LEN]);
-    with_memory(&argon, |blocks| {
-        argon.hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut *out, blocks)
-    })
-    .map_err(|_| HashError::Internal)?;
-    let phc = PasswordHash {
-        algorithm: Algorithm::Argon2id.ident(),
-        version: Some(Version::V0x13.into()),
-        params: ParamsString::try_from(argon.params()).map_err(|_| HashError::Internal)?,
-        salt: Some(salt.as_salt()),
-        hash: Some(Output::new(&*out).map_err(|_| HashError::Internal)?),
-    };
-    Ok(phc.to_string())
-}
-
-/// Whether `password` hashes to `phc`'s output under its parameters; the outputs are compared in
-/// constant time.
-fn matches(password: &str, phc: &PasswordHash<'_>) -> Result<bool, argon2::password_hash::Error> {
-    use argon2::password_hash::Error;
-    let params = Params::try_from(phc)?;
-    let algorithm = Algorithm::try_from(phc.algorithm)?;
-    let version = phc
-        .version
-        .map(Version::try_from)
-        .transpose()
-        .map_err(|_| Error::Version)?
-        .unwrap_or_default();
-    let expected = phc.hash.ok_or(Error::Password)?;
-    let mut salt = [0u8; 64];
-    let salt = phc.salt.ok_or(Error::Password)?.decode_b64(&mut salt)?;
-    let argon = Argon2::new(algorithm, version, params);
-    let mut out = Zeroizing::new(vec![0u8; expected.len()]);
-    with_memory(&argon, |blocks| {
-        argon.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, blocks)
-    })
-    .map_err(Error::from)?;
-    Ok(bool::from(out.as_slice().ct_eq(expected.as_bytes())))
-}
-
-/// Runs `f` with this thread's Argon2 memory, grown to what `argon` needs: each hashing thread
-/// allocates its memory once, however many passwords it checks.
-fn with_memory<T>(argon: &Argon2<'_>, f: impl FnOnce(&mut [Block]) -> T) -> T {
-    thread_local! {
-        static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+    let (reply, answer) = oneshot::channel();
+    pool().ok_or(HashError::Internal)?.submit(Job {
+        work: Work::Hash(password),
+        deadline: None,
+        reply,
+        permit: None,
+        #[cfg(feature = "tracing")]
+        dispatch: tracing::dispatcher::get_default(Clone::clone),
+    })?;
+    match answer.await {
+        Ok(Outcome::Hashed(result)) => result,
+        _ => Err(HashError::Internal),
     }
-    MEMORY.with_borrow_mut(|memory| {
-        let needed = argon.params().block_count();
-        if memory.len() < needed {
-            memory.resize(needed, Block::default());
-        }
-        let blocks = &mut memory[..needed];
-        let result = f(blocks);
-        // What was derived from the password does not stay behind in memory.
-        blocks.iter_mut().for_each(|b| *b = Block::default());
-        result
-    })
 }
 
-/// Whether `password` matches `stored` (a PHC string). With no stored hash (unknown user) a
-/// dummy hash is checked instead, so unknown user and wrong password take the same time. `Busy`
-/// when no hashing thread could take it in time.
+/// Whether `password` matches `stored` (a PHC string), checked on the pool within `admission`'s
+/// deadline. With no stored hash (unknown user) a dummy hash with the same parameters is computed
+/// instead, so unknown user and wrong password cost the same. `Err(Busy)`: the pool's backlog
+/// was full, or the check did not finish before the deadline (the worker then skips it).
 pub(crate) async fn verify(
     password: Zeroizing<String>,
     stored: Option<String>,
+    admission: Admission,
 ) -> Result<bool, HashError> {
-    Pool::run(move || {
-        let dummy;
-        let (phc, known) = match &stored {
-            Some(s) => (s.as_str(), true),
-            None => {
-                dummy = dummy_hash();
-                (dummy, false)
-            }
-        };
-        let checked = PasswordHash::new(phc).and_then(|parsed| matches(&password, &parsed));
-        match checked {
-            Ok(matches) => matches && known,
-            Err(_) => {
-                #[cfg(feature = "tracing")]
-                tracing::warn!("stored password hash is not a usable Argon2 PHC string");
-                false
-            }
-        }
-    })
-    .await
+    let (reply, answer) = oneshot::channel();
+    let Some(pool) = pool() else {
+        return Err(HashError::Internal);
+    };
+    pool.submit(Job {
+        work: Work::Verify { password, stored },
+        deadline: Some(admission.deadline),
+        reply,
+        // Held by the job, not by this future: a client that hangs up does not free its place
+        // while its hash is still queued.
+        permit: Some(admission.permit),
+        #[cfg(feature = "tracing")]
+        dispatch: tracing::dispatcher::get_default(Clone::clone),
+    })?;
+    match tokio::time::timeout_at(admission.deadline, answer).await {
+        Ok(Ok(Outcome::Verified(matches))) => Ok(matches),
+        Ok(Ok(Outcome::Hashed(_))) => Err(HashError::Internal),
+        // Skipped by a worker that found the deadline passed, or the caller's own timer fired.
+        Ok(Err(_)) | Err(_) => Err(HashError::Busy),
+    }
 }
 
-/// A hash of a random password made with the same parameters as real ones.
+/// How many logins of one router may wait for or run on the pool, and for how long.
+#[derive(Debug)]
+pub(crate) struct LoginQueue {
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+/// A login's place on the pool: taken before the store is asked, handed to [`verify`].
+#[derive(Debug)]
+pub(crate) struct Admission {
+    permit: OwnedSemaphorePermit,
+    deadline: Instant,
+}
+
+impl LoginQueue {
+    /// At most `len` logins waiting or hashing at once (at least one), each given `timeout` from
+    /// admission to answer.
+    pub(crate) fn new(len: usize, timeout: Duration) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(len.clamp(1, Semaphore::MAX_PERMITS))),
+            timeout,
+        }
+    }
+
+    /// A place for one login, or `Busy` at once when all are taken.
+    pub(crate) fn admit(&self) -> Result<Admission, HashError> {
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HashError::Busy)?;
+        Ok(Admission {
+            permit,
+            deadline: Instant::now() + self.timeout,
+        })
+    }
+}
+
+/// How many hashing threads the pool runs: one per core, at most [`MAX_WORKERS`].
+pub(crate) fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .min(MAX_WORKERS)
+}
+
+/// The process's hashing pool, started on first use; `None` if no thread could be started.
+fn pool() -> Option<&'static Pool> {
+    static POOL: OnceLock<Option<Pool>> = OnceLock::new();
+    POOL.get_or_init(Pool::start).as_ref()
+}
+
+struct Pool {
+    jobs: SyncSender<Job>,
+}
+
+struct Job {
+    work: Work,
+    deadline: Option<Instant>,
+    reply: oneshot::Sender<Outcome>,
+    /// The login's place in its router's queue, given back when the job is done or skipped.
+    permit: Option<OwnedSemaphorePermit>,
+    /// The caller's subscriber: the worker's events land where the request's do.
+    #[cfg(feature = "tracing")]
+    dispatch: tracing::Dispatch,
+}
+
+enum Work {
+    Hash(Zeroizing<String>),
+    Verify {
+        password: Zeroizing<String>,
+        stored: Option<String>,
+    },
+}
+
+enum Outcome {
+    Hashed(Result<String, HashError>),
+    Verified(bool),
+}
+
+impl Pool {
+    fn start() -> Option<Self> {
+        let (jobs, queue) = mpsc::sync_channel(BACKLOG);
+        let queue = Arc::new(Mutex::new(queue));
+        let mut started = 0;
+        for n in 0..workers() {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || work(&queue));
+            if spawned.is_ok() {
+                started += 1;
+            }
+        }
+        (started > 0).then_some(Self { jobs })
+    }
+
+    fn submit(&self, job: Job) -> Result<(), HashError> {
+        self.jobs.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => HashError::Busy,
+            TrySendError::Disconnected(_) => HashError::Internal,
+        })
+    }
+}
+
+/// One worker: takes jobs until the process ends, hashing into one buffer it keeps.
+fn work(queue: &Mutex<Receiver<Job>>) {
+    let mut memory = Memory::default();
+    loop {
+        // The lock is held while waiting only; the hash runs with it released.
+        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = job else { return };
+        #[cfg(feature = "tracing")]
+        let dispatch = job.dispatch.clone();
+        let run = || run(&mut memory, job);
+        #[cfg(feature = "tracing")]
+        tracing::dispatcher::with_default(&dispatch, run);
+        #[cfg(not(feature = "tracing"))]
+        run();
+    }
+}
+
+/// Runs one job, or skips it when its caller's deadline passed or the caller is gone.
+fn run(memory: &mut Memory, job: Job) {
+    if job.deadline.is_some_and(|d| Instant::now() >= d) || job.reply.is_closed() {
+        #[cfg(feature = "tracing")]
+        tracing::debug!("password check skipped: its deadline passed before a worker was free");
+        return;
+    }
+    // A panic in the hasher costs this job, not the worker.
+    let outcome = catch_unwind(AssertUnwindSafe(|| match &job.work {
+        Work::Hash(password) => Outcome::Hashed(memory.hash(password.as_bytes())),
+        Work::Verify { password, stored } => {
+            Outcome::Verified(memory.verify(password.as_bytes(), stored.as_deref()))
+        }
+    }));
+    let outcome = outcome.unwrap_or_else(|_| {
+        *memory = Memory::default();
+        match &job.work {
+            Work::Hash(_) => Outcome::Hashed(Err(HashError::Internal)),
+            Work::Verify { .. } => Outcome::Verified(false),
+        }
+    });
+    drop(job.permit);
+    let _ = job.reply.send(outcome);
+}
+
+/// A worker's Argon2 memory, allocated on its first hash and reused by every later one.
+#[derive(Default)]
+struct Memory {
+    blocks: Vec<Block>,
+}
+
+impl Memory {
+    /// The first `count` blocks, growing the buffer when a stored hash asks for more than it has.
+    fn blocks(&mut self, count: usize) -> &mut [Block] {
+        if self.blocks.len() < count {
+            self.blocks.resize(count, Block::default());
+        }
+        &mut self.blocks[..count]
+    }
+
+    /// Computes Argon2 of `password` and `salt` into `out`, then wipes the blocks it used.
+    fn compute(
+        &mut self,
+        argon2: &Argon2<'_>,
+        params: &Params,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> bool {
+        let count = params.block_count();
+        let blocks = self.blocks(count);
+        let done = argon2
+            .hash_password_into_with_memory(password, salt, out, &mut *blocks)
+            .is_ok();
+        #[cfg(feature = "tracing")]
+        tracing::trace!(m_cost = params.m_cost(), "password hash computed");
+        // The buffer outlives the job: leave nothing derived from this password in it.
+        blocks.fill(Block::default());
+        // A buffer grown for an unusual stored hash is not kept at that size.
+        if self.blocks.len() > Params::DEFAULT.block_count() {
+            self.blocks = Vec::new();
+        }
+        done
+    }
+
+    fn hash(&mut self, password: &[u8]) -> Result<String, HashError> {
+        let mut salt = [0u8; SALT_LEN];
+        getrandom::fill(&mut salt).map_err(|_| HashError::Internal)?;
+        let params = Params::DEFAULT;
+        let mut out = Zeroizing::new([0u8; Params::DEFAULT_OUTPUT_LEN]);
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        if !self.compute(&argon2, &params, password, &salt, out.as_mut()) {
+            return Err(HashError::Internal);
+        }
+        phc(&params, &salt, out.as_ref())
+    }
+
+    /// Whether `password` matches `stored`; `None` checks a dummy hash and is never a match.
+    fn verify(&mut self, password: &[u8], stored: Option<&str>) -> bool {
+        let (phc, known) = match stored {
+            Some(s) => (s, true),
+            None => (dummy_hash(), false),
+        };
+        let Some(stored) = Stored::parse(phc) else {
+            #[cfg(feature = "tracing")]
+            tracing::warn!("stored password hash is not an Argon2 PHC string this server checks");
+            return false;
+        };
+        let mut out = Zeroizing::new([0u8; Output::MAX_LENGTH]);
+        let out = &mut out[..stored.output.len()];
+        let argon2 = Argon2::new(stored.algorithm, stored.version, stored.params.clone());
+        if !self.compute(&argon2, &stored.params, password, stored.salt(), out) {
+            return false;
+        }
+        let matches: bool = out.ct_eq(stored.output.as_bytes()).into();
+        matches && known
+    }
+}
+
+/// A stored PHC string, parsed for recomputing.
+struct Stored {
+    algorithm: Algorithm,
+    version: Version,
+    params: Params,
+    salt: [u8; 64],
+    salt_len: usize,
+    output: Output,
+}
+
+impl Stored {
+    fn parse(phc: &str) -> Option<Self> {
+        let parsed = PasswordHash::new(phc).ok()?;
+        let algorithm = Algorithm::try_from(parsed.algorithm).ok()?;
+        let version = match parsed.version {
+            Some(v) => Version::try_from(v).ok()?,
+            None => Version::default(),
+        };
+        let params = Params::try_from(&parsed).ok()?;
+        if params.m_cost() > MAX_M_COST {
+            return None;
+        }
+        let mut salt = [0u8; 64];
+        let salt_len = parsed.salt?.decode_b64(&mut salt).ok()?.len();
+        Some(Self {
+            algorithm,
+            version,
+            params,
+            salt,
+            salt_len,
+            output: parsed.hash?,
+        })
+    }
+
+    fn salt(&self) -> &[u8] {
+        &self.salt[..self.salt_len]
+    }
+}
+
+/// The PHC string of an Argon2id hash.
+fn phc(params: &Params, salt: &[u8], output: &[u8]) -> Result<String, HashError> {
+    let salt = SaltString::encode_b64(salt).map_err(|_| HashError::Internal)?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|_| HashError::Internal)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(output).map_err(|_| HashError::Internal)?),
+    };
+    Ok(hash.to_string())
+}
+
+/// A PHC string with the parameters of real hashes, a random salt and a random output: checking a
+/// password against it costs one full hash and never matches. Nothing needs to be hashed to make it.
 fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
     DUMMY.get_or_init(|| {
-        let random = generate().unwrap_or_else(|_| Zeroizing::new("unusable-dummy".to_owned()));
-        // If hashing failed, the empty string does not parse and every unknown user fails fast;
-        // a failing hasher fails real users too, so nothing is learned from the timing.
-        hash_blocking(&random).unwrap_or_default()
+        let mut random = [0u8; SALT_LEN + Params::DEFAULT_OUTPUT_LEN];
+        // Without randomness the fixed bytes are as good: the dummy only has to cost a hash.
+        let _ = getrandom::fill(&mut random);
+        let (salt, output) = random.split_at(SALT_LEN);
+        phc(&Params::DEFAULT, salt, output).unwrap_or_default()
     })
 }
 
@@ -263,55 +412,95 @@ pub(crate) fn generate() -> Result<Zeroizing<String>, HashError> {
 
 #[cfg(test)]
 mod tests {
+    use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
     use super::*;
+
+    fn queue() -> LoginQueue {
+        LoginQueue::new(8, Duration::from_secs(30))
+    }
+
+    async fn check(password: &str, stored: Option<String>) -> bool {
+        let admission = queue().admit().expect("a place");
+        verify(Zeroizing::new(password.into()), stored, admission)
+            .await
+            .expect("not busy")
+    }
 
     #[tokio::test]
     async fn hash_verifies_and_wrong_password_does_not() {
         let phc = hash(Zeroizing::new("correct horse".into()))
             .await
             .expect("hashed");
-        assert!(phc.starts_with("$argon2id$"));
-        let check = |p: &str, stored: Option<String>| verify(Zeroizing::new(p.into()), stored);
-        assert!(check("correct horse", Some(phc.clone()))
-            .await
-            .expect("ran"));
-        assert!(!check("correct horsE", Some(phc)).await.expect("ran"));
-        assert!(!check("correct horse", None).await.expect("ran"));
-        assert!(!check("x", Some("garbage".into())).await.expect("ran"));
-    }
-
-    #[test]
-    fn hashes_agree_with_the_argon2_crates_own_phc_strings() {
-        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-        // Stored by earlier versions, which hashed with the crate's own `hash_password`.
-        let salt = SaltString::encode_b64(&[7u8; 16]).expect("salt");
-        let theirs = Argon2::default()
-            .hash_password(b"correct horse", &salt)
-            .expect("hashed")
-            .to_string();
-        let parsed = PasswordHash::new(&theirs).expect("phc");
-        assert_eq!(matches("correct horse", &parsed), Ok(true));
-        assert_eq!(matches("correct horsE", &parsed), Ok(false));
-        let ours = hash_blocking("correct horse").expect("hashed");
-        assert!(Argon2::default()
-            .verify_password(b"correct horse", &PasswordHash::new(&ours).expect("phc"))
-            .is_ok());
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(check("correct horse", Some(phc.clone())).await);
+        assert!(!check("correct horsE", Some(phc)).await);
+        assert!(!check("correct horse", None).await);
+        assert!(!check("x", Some("garbage".into())).await);
     }
 
     #[tokio::test]
-    async fn short_passwords_are_refused() {
-        assert!(matches!(
-            hash(Zeroizing::new("short".into())).await,
-            Err(HashError::Policy)
-        ));
+    async fn hashes_agree_with_the_argon2_crate_both_ways() {
+        let ours = hash(Zeroizing::new("correct horse".into()))
+            .await
+            .expect("hashed");
+        let parsed = PasswordHash::new(&ours).expect("phc");
+        assert!(Argon2::default()
+            .verify_password(b"correct horse", &parsed)
+            .is_ok());
+        // Theirs, with other parameters too: the worker grows its buffer and checks them.
+        let salt = SaltString::encode_b64(b"sixteen byte slt").expect("salt");
+        for params in [
+            Params::DEFAULT,
+            Params::new(2 * 19456, 1, 2, Some(24)).expect("params"),
+        ] {
+            let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password(b"battery staple", &salt)
+                .expect("hashed")
+                .to_string();
+            assert!(check("battery staple", Some(theirs.clone())).await);
+            assert!(!check("battery stapler", Some(theirs)).await);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_dummy_hash_has_the_parameters_of_real_ones() {
+        let real = hash(Zeroizing::new("correct horse".into()))
+            .await
+            .expect("hashed");
+        let prefix = |s: &str| s.rsplitn(3, '$').nth(2).map(str::to_owned);
+        assert_eq!(prefix(dummy_hash()), prefix(&real));
+        assert!(Stored::parse(dummy_hash()).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_admits_nobody_until_a_place_is_free() {
+        let queue = LoginQueue::new(1, Duration::from_secs(30));
+        let first = queue.admit().expect("a place");
+        assert_eq!(queue.admit().map(drop), Err(HashError::Busy));
+        drop(first);
+        assert!(queue.admit().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_check_past_its_deadline_is_busy_and_skipped() {
+        let queue = LoginQueue::new(4, Duration::ZERO);
+        let admission = queue.admit().expect("a place");
+        let answer = verify(Zeroizing::new("correct horse".into()), None, admission).await;
+        assert_eq!(answer, Err(HashError::Busy));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flood_beyond_the_queue_is_busy_at_once_and_the_queue_still_serves() {
-        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let queue = LoginQueue::new(workers() * 8, Duration::from_secs(30));
         // Far more jobs than threads and queue: the excess is refused without running.
-        let jobs: Vec<_> = (0..workers * QUEUE_PER_WORKER * 4)
-            .map(|_| tokio::spawn(verify(Zeroizing::new("wrong password".into()), None)))
+        let jobs: Vec<_> = (0..workers() * 8 * 4)
+            .map(|_| {
+                let admission = queue.admit();
+                tokio::spawn(async move {
+                    verify(Zeroizing::new("wrong password".into()), None, admission?).await
+                })
+            })
             .collect();
         let mut busy = 0;
         let mut ran = 0;
@@ -325,15 +514,22 @@ mod tests {
                 Err(e) => panic!("{e:?}"),
             }
         }
-        assert!(busy > 0, "nothing was refused");
-        assert!(ran >= workers, "the pool ran {ran} jobs");
+        assert_eq!(
+            busy,
+            workers() * 8 * 3,
+            "only the queue's places were taken"
+        );
+        assert_eq!(ran, workers() * 8);
         // Once the flood is over, work is taken again.
-        let phc = hash(Zeroizing::new("correct horse".into()))
-            .await
-            .expect("hashed");
-        assert!(verify(Zeroizing::new("correct horse".into()), Some(phc))
-            .await
-            .expect("ran"));
+        assert!(!check("correct horse", None).await);
+    }
+
+    #[tokio::test]
+    async fn short_passwords_are_refused() {
+        assert!(matches!(
+            hash(Zeroizing::new("short".into())).await,
+            Err(HashError::Policy)
+        ));
     }
 
     #[test]

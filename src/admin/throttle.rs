@@ -22,8 +22,17 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::password::{self, Admission, HashError, LoginQueue};
+
 /// Keys each table holds at most.
 pub(crate) const CAPACITY: usize = 10_000;
+
+/// Queued logins per hashing thread: at 20 to 30 ms per hash, a login waits at most about a
+/// quarter of a second behind the others.
+pub(crate) const QUEUE_PER_WORKER: usize = 8;
+
+/// How long a login may take from entering the queue to its answer.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How many failed logins are tolerated, and over what time they are forgiven.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,20 +138,30 @@ struct Tables {
     user: Table<String>,
 }
 
-/// The failed-login counters of one management API.
+/// The failed-login counters and the hashing queue of one management API.
 pub(crate) struct Throttle {
     tables: Mutex<Tables>,
+    queue: LoginQueue,
 }
 
 impl Throttle {
-    pub(crate) fn new(limits: LoginLimits) -> Self {
+    /// Counters for `limits`; `queue` places in the hashing queue (default: 8 per hashing thread)
+    /// and `timeout` from entering it to the answer.
+    pub(crate) fn new(limits: LoginLimits, queue: Option<usize>, timeout: Duration) -> Self {
+        let queue = queue.unwrap_or_else(|| QUEUE_PER_WORKER * password::workers());
         Self {
             tables: Mutex::new(Tables {
                 client: Table::new(limits.per_client, limits.window),
                 user_and_client: Table::new(limits.per_user_and_client, limits.window),
                 user: Table::new(limits.per_user, limits.window),
             }),
+            queue: LoginQueue::new(queue, timeout),
         }
+    }
+
+    /// A place in the hashing queue, or `Busy` at once when this router's places are all taken.
+    pub(crate) fn admit(&self) -> Result<Admission, HashError> {
+        self.queue.admit()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
@@ -194,6 +213,7 @@ impl std::fmt::Debug for Throttle {
         f.debug_struct("Throttle")
             .field("clients", &tables.client.levels.len())
             .field("users", &tables.user.levels.len())
+            .field("queue", &self.queue)
             .finish_non_exhaustive()
     }
 }
@@ -216,7 +236,7 @@ mod tests {
 
     #[test]
     fn a_name_is_refused_from_the_address_that_failed_not_from_others() {
-        let t = Throttle::new(limits());
+        let t = Throttle::new(limits(), None, DEFAULT_TIMEOUT);
         let now = Instant::now();
         assert_eq!(t.wait("alice", Some(A), now), None);
         t.fail("alice", Some(A), now);
@@ -239,7 +259,7 @@ mod tests {
 
     #[test]
     fn an_address_is_refused_whatever_names_it_tries() {
-        let t = Throttle::new(limits());
+        let t = Throttle::new(limits(), None, DEFAULT_TIMEOUT);
         let now = Instant::now();
         for name in ["a", "b", "c", "d"] {
             assert_eq!(t.wait(name, Some(A), now), None);
@@ -251,7 +271,7 @@ mod tests {
 
     #[test]
     fn a_name_failing_from_everywhere_is_refused_everywhere() {
-        let t = Throttle::new(limits());
+        let t = Throttle::new(limits(), None, DEFAULT_TIMEOUT);
         let now = Instant::now();
         for n in 0..6u8 {
             let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, n));
@@ -264,7 +284,7 @@ mod tests {
 
     #[test]
     fn success_forgives_its_own_pair_only() {
-        let t = Throttle::new(limits());
+        let t = Throttle::new(limits(), None, DEFAULT_TIMEOUT);
         let now = Instant::now();
         t.fail("alice", Some(A), now);
         t.fail("alice", Some(A), now);
@@ -275,7 +295,7 @@ mod tests {
 
     #[test]
     fn tables_stay_bounded_when_names_rotate() {
-        let t = Throttle::new(LoginLimits::default());
+        let t = Throttle::new(LoginLimits::default(), None, DEFAULT_TIMEOUT);
         let now = Instant::now();
         for n in 0..(CAPACITY + 500) {
             t.fail(&format!("user-{n}"), None, now);

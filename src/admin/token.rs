@@ -113,8 +113,9 @@ async fn grant(state: &Shared, request: Request) -> Result<Response, OAuthError>
 }
 
 /// RFC 6749 §4.3: a user name and password. Refused before any hashing while the name or the
-/// client is over its failure limit; a wrong password, an unknown user and a disabled user or
-/// company all get the same answer and count as failures.
+/// client is over its failure limit, or while this router's places in the hashing queue are all
+/// taken; a wrong password, an unknown user and a disabled user or company all get the same
+/// answer and count as failures.
 async fn password_grant(
     state: &Shared,
     user_name: &str,
@@ -132,9 +133,14 @@ async fn password_grant(
         refused("throttled");
         return Err(OAuthError::throttled(wait.as_secs_f64().ceil() as u64));
     }
+    // A place in the queue before the store is asked: a flood refused as busy costs no lookup.
+    let Ok(admission) = state.throttle.admit() else {
+        refused("busy");
+        return Err(OAuthError::busy());
+    };
     let user = state.accounts.user_by_name(user_name).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let matches = match password::verify(secret, stored).await {
+    let matches = match password::verify(secret, stored, admission).await {
         Ok(matches) => matches,
         Err(_) => {
             refused("busy");
