@@ -4,8 +4,7 @@
 //! (base64url), stored only as their `SHA-256`, and good for one use: each refresh returns a new one.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -43,7 +42,7 @@ async fn grant(state: &Shared, request: Request) -> Result<Response, OAuthError>
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
+        .map(|info| info.0);
     // RFC 6749 §4.3.2: the parameters come form-encoded in the body; anything else is malformed.
     if media_type(request.headers()).as_deref() != Some("application/x-www-form-urlencoded") {
         return Err(OAuthError::invalid_request(
@@ -112,57 +111,68 @@ async fn grant(state: &Shared, request: Request) -> Result<Response, OAuthError>
     }
 }
 
-/// RFC 6749 §4.3: a user name and password. Refused before any hashing while the name or the
-/// client is over its failure limit, or while this router's places in the hashing queue are all
-/// taken; a wrong password, an unknown user and a disabled user or company all get the same
-/// answer and count as failures.
+/// RFC 6749 §4.3: a user name and password. Refused before the store is asked and before any
+/// hashing while the name or the client is over its failure limit (429) or the hashing queue is
+/// full (503). A wrong password, an unknown user and a disabled user or company all cost the same
+/// work (one hash and, for a known user, one company lookup), get the same answer and count as
+/// failures.
 async fn password_grant(
     state: &Shared,
     user_name: &str,
     secret: Zeroizing<String>,
-    client: Option<IpAddr>,
+    client: Option<SocketAddr>,
     read_only: bool,
 ) -> Result<Response, OAuthError> {
-    let refused = |reason: &'static str| {
-        #[cfg(feature = "tracing")]
-        tracing::warn!(user_name = ?user_name, client = ?client, reason, "login refused");
-        #[cfg(not(feature = "tracing"))]
-        let _ = reason;
+    let attempt = match state.throttle.attempt(user_name, client.map(|c| c.ip())) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            refused(user_name, client, "throttled");
+            // Whole seconds, rounded up to the next one a client waiting that long finds open.
+            let seconds = wait.as_millis().div_ceil(1000);
+            return Err(OAuthError::throttled(
+                u64::try_from(seconds).unwrap_or(u64::MAX),
+            ));
+        }
     };
-    if let Some(wait) = state.throttle.wait(user_name, client, Instant::now()) {
-        refused("throttled");
-        return Err(OAuthError::throttled(wait.as_secs_f64().ceil() as u64));
-    }
-    // A place in the queue before the store is asked: a flood refused as busy costs no lookup.
     let Ok(admission) = state.throttle.admit() else {
-        refused("busy");
+        refused(user_name, client, "busy");
         return Err(OAuthError::busy());
     };
     let user = state.accounts.user_by_name(user_name).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let matches = match password::verify(secret, stored, admission).await {
-        Ok(matches) => matches,
-        Err(_) => {
-            refused("busy");
-            return Err(OAuthError::busy());
-        }
+    let Ok(matches) = password::verify(secret, stored, admission).await else {
+        refused(user_name, client, "busy");
+        return Err(OAuthError::busy());
     };
-    let enabled = match user.as_ref().filter(|_| matches) {
-        Some(user) if user.status.is_enabled() => {
+    // Asked whatever the password, so that the right one for a disabled account costs the same.
+    let enabled = match &user {
+        Some(user) => {
             let company = state.accounts.company(&user.company_id).await?;
-            company.is_none_or(|c| c.status.is_enabled())
+            user.status.is_enabled() && company.is_none_or(|c| c.status.is_enabled())
         }
-        _ => false,
+        None => false,
     };
     let Some(user) = user.filter(|_| matches && enabled) else {
-        state.throttle.fail(user_name, client, Instant::now());
-        refused("wrong_credentials");
+        attempt.failed();
+        refused(user_name, client, "wrong_credentials");
         return Err(OAuthError::invalid_grant(
             "The user name or password is incorrect.",
         ));
     };
-    state.throttle.succeed(user_name, client);
+    attempt.succeeded();
     issue(state, &user, read_only, None).await
+}
+
+/// Logs a refused password grant: the name as sent (escaped, and cut to 64 characters, so that it
+/// can neither forge log lines nor fill them), the client address, and why; never the password.
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+fn refused(user_name: &str, client: Option<SocketAddr>, reason: &'static str) {
+    #[cfg(feature = "tracing")]
+    {
+        let shown: String = user_name.chars().take(64).collect();
+        let client = client.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+        tracing::warn!(user_name = ?shown, client, reason, "login refused");
+    }
 }
 
 /// The login a refresh continues: its family and the generations it began under.
