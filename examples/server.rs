@@ -197,6 +197,20 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// A listener with room for 1024 connections waiting to be accepted. `TcpListener::bind` asks
+/// for 128 (the standard library's figure): a burst of a few hundred connections overflows that,
+/// and each dropped SYN costs its client a one-second retransmission, real logins included.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let store = Store::open(&args.database).await?;
     let (ring, accounts) = store.handles();
@@ -235,9 +249,7 @@ async fn run(args: Args) -> Result<(), String> {
     let app = Admin::new(ring, accounts, &secret).router();
     drop(secret);
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("listening on {}: {e}", args.listen))?;
+    let listener = listen(args.listen).map_err(|e| format!("listening on {}: {e}", args.listen))?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
