@@ -21,7 +21,7 @@ use super::password;
 use super::state::{AppState, Shared};
 use crate::key::SecretDigest;
 use crate::scope::{Scope, Scopes};
-use crate::store::{RefreshToken, RefreshUse, User};
+use crate::store::{Company, RefreshToken, RefreshUse, User};
 use crate::token::JwtClaims;
 
 /// Largest form body the token endpoint reads.
@@ -105,7 +105,16 @@ async fn grant(state: &Shared, request: Request) -> Result<Response, OAuthError>
                 user_generation: stored.user_generation,
                 company_generation: stored.company_generation,
             };
-            issue(state, &user, stored.read_only || read_only, Some(session)).await
+            let company = state.accounts.company(&user.company_id).await?;
+            account_enabled(&user, company.as_ref())?;
+            issue(
+                state,
+                &user,
+                company,
+                stored.read_only || read_only,
+                Some(session),
+            )
+            .await
         }
         _ => Err(OAuthError::unsupported_grant_type()),
     }
@@ -145,12 +154,13 @@ async fn password_grant(
         return Err(OAuthError::busy());
     };
     // Asked whatever the password, so that the right one for a disabled account costs the same.
-    let enabled = match &user {
+    let (company, enabled) = match &user {
         Some(user) => {
             let company = state.accounts.company(&user.company_id).await?;
-            user.status.is_enabled() && company.is_none_or(|c| c.status.is_enabled())
+            let enabled = account_enabled(user, company.as_ref()).is_ok();
+            (company, enabled)
         }
-        None => false,
+        None => (None, false),
     };
     let Some(user) = user.filter(|_| matches && enabled) else {
         attempt.failed();
@@ -160,7 +170,7 @@ async fn password_grant(
         ));
     };
     attempt.succeeded();
-    issue(state, &user, read_only, None).await
+    issue(state, &user, company, read_only, None).await
 }
 
 /// Logs a refused password grant: the name as sent (escaped, and cut to 64 characters, so that it
@@ -182,21 +192,26 @@ struct Session {
     company_generation: u64,
 }
 
-/// Mints an access token and a refresh token for `user`, if the user and their company are enabled
-/// and, for a refresh, if neither revoked its tokens since the login began.
-async fn issue(
-    state: &Shared,
-    user: &User,
-    read_only: bool,
-    session: Option<Session>,
-) -> Result<Response, OAuthError> {
+/// `Ok` when `user` and their `company` are enabled; the refresh grant's refusal otherwise.
+fn account_enabled(user: &User, company: Option<&Company>) -> Result<(), OAuthError> {
     if !user.status.is_enabled() {
         return Err(OAuthError::invalid_grant("The user is disabled."));
     }
-    let company = state.accounts.company(&user.company_id).await?;
-    if company.as_ref().is_some_and(|c| !c.status.is_enabled()) {
+    if company.is_some_and(|c| !c.status.is_enabled()) {
         return Err(OAuthError::invalid_grant("The user's company is disabled."));
     }
+    Ok(())
+}
+
+/// Mints an access token and a refresh token for `user` of `company` (both already checked to be
+/// enabled), if, for a refresh, neither revoked its tokens since the login began.
+async fn issue(
+    state: &Shared,
+    user: &User,
+    company: Option<Company>,
+    read_only: bool,
+    session: Option<Session>,
+) -> Result<Response, OAuthError> {
     let company_generation = company.as_ref().map_or(0, |c| c.token_generation);
     let session = match session {
         None => Session {
