@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 
 use crate::identity::{Identity, UserLogin};
-use crate::rejection::{Challenges, Reason, Rejection};
+use crate::rejection::{Reason, Rejection};
 
 /// Refusal of the extractors: the request carries no identity (the route is not behind
 /// [`ApiKeyLayer`](crate::ApiKeyLayer)), or its key was deleted while the request was in flight.
@@ -19,7 +19,7 @@ pub struct MissingIdentity(Reason);
 
 impl IntoResponse for MissingIdentity {
     fn into_response(self) -> Response {
-        Rejection::new(self.0, Challenges::default_realm()).into_response()
+        Rejection::new(self.0).into_response()
     }
 }
 

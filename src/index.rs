@@ -656,7 +656,6 @@ impl Index {
 
     /// The owner counter: it moves whenever a user's or company's state may have changed (a status
     /// written here, an owner event heard from another node, a resync).
-    #[cfg(feature = "admin")]
     pub(crate) fn owners_epoch(&self) -> u64 {
         self.owners.load(Ordering::Acquire)
     }

@@ -94,17 +94,12 @@
 //! | `sqlite` | `SqliteStore`: keys, users and companies in one file |
 //! | `postgres` | `PostgresStore`: the same in PostgreSQL, shared by many nodes, changes through `LISTEN`/`NOTIFY` |
 //! | `redis` | `RedisStore`: the same in Redis, shared by many nodes, changes through pub/sub |
-//! | `admin` | `admin`: VSPC-compatible management API (users, companies, `/token`, API keys) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The README's examples compile as doc tests.
 #[cfg(all(doctest, feature = "axum", feature = "jwt", feature = "sqlite"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
-
-#[cfg(feature = "admin")]
-#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
-pub mod admin;
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
@@ -121,7 +116,7 @@ mod ring;
 mod scope;
 mod service;
 pub mod store;
-mod text;
+pub mod text;
 pub mod token;
 
 #[cfg(feature = "axum")]

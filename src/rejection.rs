@@ -154,7 +154,6 @@ impl Challenges {
     }
 
     /// The challenges of the default realm, `api` (for answers built outside a layer).
-    #[cfg(any(feature = "axum", test))]
     pub(crate) fn default_realm() -> &'static Challenges {
         static DEFAULT: OnceLock<Challenges> = OnceLock::new();
         DEFAULT.get_or_init(|| Challenges::new("api"))
@@ -220,7 +219,14 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    pub(crate) fn new(reason: Reason, challenges: &Challenges) -> Self {
+    /// The refusal of `reason` as a layer of the default realm (`api`) answers it, for answers built
+    /// outside a layer: an application that refuses an identity the layer let through answers as
+    /// the layer would, so a client cannot tell the two apart.
+    pub fn new(reason: Reason) -> Self {
+        Self::in_realm(reason, Challenges::default_realm())
+    }
+
+    pub(crate) fn in_realm(reason: Reason, challenges: &Challenges) -> Self {
         Self {
             reason,
             challenge: challenges.get(reason),
@@ -434,7 +440,7 @@ mod tests {
             (Reason::StoreTimeout, 503, None),
         ];
         for (reason, status, challenge) in cases {
-            let r = Rejection::new(reason, realm());
+            let r = Rejection::in_realm(reason, realm());
             assert_eq!(r.status().as_u16(), status, "{reason}");
             assert_eq!(
                 r.challenge().as_ref().map(|v| v.to_str().expect("ascii")),
@@ -458,7 +464,7 @@ mod tests {
         ]
         .into_iter()
         .map(|reason| {
-            let r = Rejection::new(reason, realm());
+            let r = Rejection::in_realm(reason, realm());
             (r.status(), r.challenge(), r.body())
         })
         .collect();
@@ -467,9 +473,10 @@ mod tests {
 
     #[test]
     fn empty_bodies_get_no_content_type() {
-        let r: Response<()> = Rejection::new(Reason::NoCredentials, realm()).into_response();
+        let r: Response<()> = Rejection::in_realm(Reason::NoCredentials, realm()).into_response();
         assert!(r.headers().get(CONTENT_TYPE).is_none());
-        let r: Response<String> = Rejection::new(Reason::NoCredentials, realm()).into_response();
+        let r: Response<String> =
+            Rejection::in_realm(Reason::NoCredentials, realm()).into_response();
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
         assert!(r.body().contains("\"code\":401"));
     }

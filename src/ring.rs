@@ -321,10 +321,10 @@ impl KeyRing {
         self.inner.index.table_bytes()
     }
 
-    /// Moves whenever a user's or company's state may have changed, here or on another node: what
-    /// was cached of an account before it moved may be stale.
-    #[cfg(feature = "admin")]
-    pub(crate) fn owners_epoch(&self) -> u64 {
+    /// A counter that moves whenever a user's or company's state may have changed, here or on
+    /// another node (a status written through this ring, an owner event heard from another node, a
+    /// resync): what an application cached about an account before it moved may be stale.
+    pub fn owners_epoch(&self) -> u64 {
         // Whoever relies on this counter relies on hearing other nodes' changes.
         self.ensure_following();
         self.inner.index.owners_epoch()

@@ -176,7 +176,7 @@ impl Config {
         );
         #[cfg(not(feature = "tracing"))]
         let _ = key_id;
-        Rejection::new(reason, &self.challenges)
+        Rejection::in_realm(reason, &self.challenges)
     }
 }
 

@@ -7,7 +7,7 @@
 //! line where nobody sees it.
 
 /// Whether `c` is a control, format, line-separator or paragraph-separator character.
-pub(crate) fn is_hidden(c: char) -> bool {
+pub fn is_hidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -36,7 +36,7 @@ pub(crate) fn is_hidden(c: char) -> bool {
 }
 
 /// Whether `text` is 1 to `max_chars` characters, none hidden, and not only white space.
-pub(crate) fn is_visible(text: &str, max_chars: usize) -> bool {
+pub fn is_visible(text: &str, max_chars: usize) -> bool {
     let chars = text.chars().count();
     (1..=max_chars).contains(&chars) && !text.chars().any(is_hidden) && !text.trim().is_empty()
 }

@@ -225,6 +225,27 @@ impl Default for ListQuery {
 }
 
 impl ListQuery {
+    /// Only the keys of user `user_uid`.
+    #[must_use]
+    pub fn of_user(mut self, user_uid: impl Into<String>) -> Self {
+        self.user_uid = Some(user_uid.into());
+        self
+    }
+
+    /// Skips the first `offset` records.
+    #[must_use]
+    pub fn with_offset(mut self, offset: u64) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// Returns `limit` records at most.
+    #[must_use]
+    pub fn with_limit(mut self, limit: u64) -> Self {
+        self.limit = limit;
+        self
+    }
+
     /// Whether `record` passes the filters (stores without a query language use this).
     pub fn matches(&self, record: &KeyRecord) -> bool {
         self.user_uid

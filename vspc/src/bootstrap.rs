@@ -6,8 +6,10 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::password::{self, HashError};
-use crate::identity::Status;
-use crate::store::{AccountStore, Company, CompanyProfile, Role, StoreError, User, UserProfile};
+use tower_api_key::store::{
+    AccountStore, Company, CompanyProfile, Role, StoreError, User, UserProfile,
+};
+use tower_api_key::Status;
 
 /// Login name of the administrator [`bootstrap_admin`] creates.
 pub const ADMIN_USER_NAME: &str = "admin";
@@ -217,7 +219,7 @@ async fn find_company(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemoryStore;
+    use tower_api_key::store::MemoryStore;
 
     #[tokio::test]
     async fn creates_once_and_keeps_the_existing_admin() {

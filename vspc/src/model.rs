@@ -6,8 +6,8 @@ use http::StatusCode;
 use serde::Serialize;
 
 use super::error::json_response;
-use crate::identity::Status;
-use crate::store::{Company, CompanyProfile, Role, User};
+use tower_api_key::store::{Company, CompanyProfile, Role, User};
+use tower_api_key::Status;
 
 /// `{"data": …}`.
 #[derive(Serialize)]

@@ -1,4 +1,4 @@
-//! The management API as a server: `cargo run --example server`.
+//! The management API as a server: `cargo run -p tower-api-key-vspc`.
 //!
 //! Listens on `127.0.0.1:1280` with the SQLite file `tower-api-key.db` in the working directory. On
 //! the first start it creates the user `admin` and, unless a password is given, prints a generated
@@ -18,9 +18,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use tower_api_key::admin::{bootstrap_admin, Admin, ADMIN_USER_NAME};
 use tower_api_key::store::AccountStore;
 use tower_api_key::{KeyRing, KeyStore, PostgresStore, RedisStore, SqliteStore};
+use tower_api_key_vspc::{bootstrap_admin, Admin, ADMIN_USER_NAME};
 use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
 
@@ -29,7 +29,7 @@ const DEFAULT_DATABASE: &str = "sqlite:tower-api-key.db";
 const MIN_SECRET_LEN: usize = 32;
 
 const USAGE: &str = "\
-usage: server [--listen ADDR] [--database URL] [--admin-password PW]
+usage: tower-api-key-vspc [--listen ADDR] [--database URL] [--admin-password PW]
 
   --listen ADDR          address to listen on (default 127.0.0.1:1280)
   --database URL         sqlite:PATH, sqlite::memory:, postgres://USER@HOST:PORT/DB or

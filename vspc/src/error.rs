@@ -7,8 +7,8 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 
-use crate::rejection::{Challenges, Reason, Rejection};
-use crate::store::StoreError;
+use tower_api_key::store::StoreError;
+use tower_api_key::{Reason, Rejection};
 
 /// Where the offending value sat: a query or path parameter, or a field of the JSON body.
 #[derive(Debug)]
@@ -155,10 +155,7 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        #[cfg(feature = "tracing")]
         tracing::warn!(%error, "management API store call failed");
-        #[cfg(not(feature = "tracing"))]
-        drop(error);
         ApiError::unavailable()
     }
 }
@@ -205,7 +202,7 @@ impl IntoResponse for ApiError {
 /// 401 with the layer's own answer (challenge and body), for identities that passed the layer but
 /// whose user or company is no longer enabled: a client cannot tell the two apart.
 pub(crate) fn invalid_identity(reason: Reason) -> Response {
-    Rejection::new(reason, Challenges::default_realm()).into_response()
+    Rejection::new(reason).into_response()
 }
 
 /// A JSON response with `status`.
@@ -317,10 +314,7 @@ struct OAuthBody<'a> {
 
 impl From<StoreError> for OAuthError {
     fn from(error: StoreError) -> Self {
-        #[cfg(feature = "tracing")]
         tracing::warn!(%error, "token endpoint store call failed");
-        #[cfg(not(feature = "tracing"))]
-        drop(error);
         OAuthError::unavailable()
     }
 }

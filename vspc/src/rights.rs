@@ -14,8 +14,8 @@
 //! Everyone manages their own keys and profile. Read-only roles hold read-only credentials only,
 //! so whatever they may "manage" they can only read.
 
-use crate::scope::Scopes;
-use crate::store::{Role, User};
+use tower_api_key::store::{Role, User};
+use tower_api_key::Scopes;
 
 /// What a caller wants to do with a user or company.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +37,8 @@ fn rank(role: Role) -> u8 {
         Role::CompanyAdministrator => 3,
         Role::CompanyLocationAdministrator => 2,
         Role::CompanyLocationUser | Role::CompanyInvoiceAuditor | Role::CompanySubtenant => 1,
+        // A role this server does not know acts on nobody.
+        _ => 0,
     }
 }
 
@@ -103,9 +105,9 @@ pub(crate) fn credential_covers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Status;
-    use crate::scope::Scope;
-    use crate::store::UserProfile;
+    use tower_api_key::store::UserProfile;
+    use tower_api_key::Scope;
+    use tower_api_key::Status;
 
     fn user(uid: &str, role: Role, company: &str) -> User {
         User {

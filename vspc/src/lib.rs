@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use tower_api_key::admin::{bootstrap_admin, Admin};
+//! use tower_api_key_vspc::{bootstrap_admin, Admin};
 //! use tower_api_key::store::AccountStore;
 //! use tower_api_key::{KeyRing, MemoryStore};
 //!
@@ -109,11 +109,11 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use http::StatusCode;
 
-use crate::layer::ApiKeyLayer;
-use crate::ring::KeyRing;
-use crate::scope::Scope;
-use crate::store::AccountStore;
-use crate::token::{JwtIssuer, JwtValidator};
+use tower_api_key::store::AccountStore;
+use tower_api_key::token::{JwtIssuer, JwtValidator};
+use tower_api_key::ApiKeyLayer;
+use tower_api_key::KeyRing;
+use tower_api_key::Scope;
 
 mod bootstrap;
 mod companies;

@@ -14,8 +14,8 @@ use super::patch::{self, settable_status};
 use super::query::paging;
 use super::rights::Act;
 use super::state::{AppState, Caller, Shared};
-use crate::identity::Status;
-use crate::store::{ChangeEvent, Role, User, UserProfile};
+use tower_api_key::store::{ChangeEvent, Role, User, UserProfile};
+use tower_api_key::Status;
 
 const USER_UID: &str = "userUid";
 
@@ -71,7 +71,6 @@ pub(crate) async fn create(
         })?;
     }
     let user = new_user(&state, credentials, role, company_id, profile, status).await?;
-    #[cfg(feature = "tracing")]
     tracing::info!(user_uid = %user.uid, role = role.as_str(), by = %caller.user.uid, "user created");
     Ok(data(UserBody::from(&user)))
 }
@@ -221,7 +220,6 @@ pub(crate) async fn patch(
             });
         }
         set_status(&state, uid, status).await?;
-        #[cfg(feature = "tracing")]
         tracing::info!(user_uid = uid, status = status.as_str(), by = %caller.user.uid, "user status changed");
     }
     if profile != user.profile {
@@ -262,7 +260,6 @@ pub(crate) async fn revoke_tokens(
     let uid = path.get(USER_UID)?;
     caller.user_to(&state, uid, Act::Manage, USER_UID).await?;
     revoke(&state, uid).await?;
-    #[cfg(feature = "tracing")]
     tracing::info!(user_uid = uid, by = %caller.user.uid, "tokens revoked");
     Ok(data(true))
 }

@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::QueryPairs;
-use crate::identity::Status;
-use crate::store::{ListQuery, SortField};
+use tower_api_key::store::{ListQuery, SortField};
+use tower_api_key::Status;
 
 const MAX_LIMIT: u64 = 500;
 const DEFAULT_LIMIT: u64 = 100;
@@ -54,11 +54,7 @@ pub(crate) fn paging(query: &QueryPairs) -> Result<Paging, ApiError> {
 /// A key listing query from `limit`, `offset`, `filter` and `sort`; `user_uid` as the filter asked.
 pub(crate) fn key_query(query: &QueryPairs) -> Result<ListQuery, ApiError> {
     let Paging { offset, limit } = paging(query)?;
-    let mut list = ListQuery {
-        offset,
-        limit,
-        ..ListQuery::default()
-    };
+    let mut list = ListQuery::default().with_offset(offset).with_limit(limit);
     if let Some(sort) = query.single("sort")? {
         (list.sort, list.descending) = parse_sort(sort)?;
     }

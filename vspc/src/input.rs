@@ -5,8 +5,8 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::error::ApiError;
-use crate::store::{CompanyProfile, UserProfile};
-use crate::text;
+use tower_api_key::store::{CompanyProfile, UserProfile};
+use tower_api_key::text;
 
 /// Longest user or company name.
 const MAX_NAME_CHARS: usize = 128;

@@ -10,11 +10,11 @@ use super::patch::{self, settable_status};
 use super::query::key_query;
 use super::rights::Act;
 use super::state::{AppState, Caller, Shared};
-use crate::identity::UserLogin;
-use crate::key::KeyId;
-use crate::ring::{validate_description, IssueError, NewKey};
-use crate::scope::{Scope, Scopes};
-use crate::store::{KeyRecord, KeyUpdate, ListQuery, Owner};
+use tower_api_key::store::{KeyRecord, KeyUpdate, ListQuery, Owner};
+use tower_api_key::KeyId;
+use tower_api_key::UserLogin;
+use tower_api_key::{validate_description, IssueError, NewKey};
+use tower_api_key::{Scope, Scopes};
 
 const USER_UID: &str = "userUid";
 const LOGIN_ID: &str = "userLoginId";
@@ -53,11 +53,7 @@ pub(crate) async fn create(
     let _guard = state.key_creation_lock(&user.uid).lock().await;
     let held = state
         .ring
-        .list(&ListQuery {
-            user_uid: Some(user.uid.clone()),
-            limit: 1,
-            ..ListQuery::default()
-        })
+        .list(&ListQuery::default().of_user(&user.uid).with_limit(1))
         .await?
         .total;
     if held >= state.max_keys_per_user {
@@ -95,7 +91,6 @@ pub(crate) async fn create(
             IssueError::Store(e) => ApiError::from(e),
             _ => ApiError::unavailable(),
         })?;
-    #[cfg(feature = "tracing")]
     tracing::info!(key_id = %issued.id(), user_uid, by = %caller.user.uid, "API key issued");
     // The only response that ever carries the key.
     let (login, _key) = issued.login_with_key();
@@ -272,7 +267,6 @@ pub(crate) async fn patch(
             _ => ApiError::unavailable(),
         })?
         .ok_or_else(|| ApiError::not_found(LOGIN_ID, "The user identity does not exist."))?;
-    #[cfg(feature = "tracing")]
     tracing::info!(key_id = %updated.id, by = %caller.user.uid, "API key changed");
     Ok(data(updated.to_login()))
 }
@@ -290,7 +284,6 @@ pub(crate) async fn delete(
             "The user identity does not exist.",
         ));
     }
-    #[cfg(feature = "tracing")]
     tracing::info!(key_id = %record.id, by = %caller.user.uid, "API key deleted");
     Ok(data(true))
 }

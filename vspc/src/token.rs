@@ -19,10 +19,10 @@ use super::error::{json_response, no_store, OAuthError};
 use super::extract::media_type;
 use super::password;
 use super::state::{AppState, Shared};
-use crate::key::SecretDigest;
-use crate::scope::{Scope, Scopes};
-use crate::store::{Company, RefreshToken, RefreshUse, User};
-use crate::token::JwtClaims;
+use tower_api_key::key::SecretDigest;
+use tower_api_key::store::{Company, RefreshToken, RefreshUse, User};
+use tower_api_key::token::JwtClaims;
+use tower_api_key::{Scope, Scopes};
 
 /// Largest form body the token endpoint reads.
 const MAX_FORM: usize = 16 * 1024;
@@ -86,7 +86,6 @@ async fn grant(state: &Shared, request: Request) -> Result<Response, OAuthError>
                 // holders, and nobody can tell which; the whole family ends.
                 RefreshUse::Replayed(token) => {
                     state.accounts.revoke_refresh_family(&token.family).await?;
-                    #[cfg(feature = "tracing")]
                     tracing::warn!(user_uid = %token.user_uid, "refresh token replayed: family revoked");
                     return Err(used());
                 }
@@ -175,9 +174,7 @@ async fn password_grant(
 
 /// Logs a refused password grant: the name as sent (escaped, and cut to 64 characters, so that it
 /// can neither forge log lines nor fill them), the client address, and why; never the password.
-#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 fn refused(user_name: &str, client: Option<SocketAddr>, reason: &'static str) {
-    #[cfg(feature = "tracing")]
     {
         let shown: String = user_name.chars().take(64).collect();
         let client = client.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
@@ -271,7 +268,6 @@ async fn issue(
             company_generation: session.company_generation,
         })
         .await?;
-    #[cfg(feature = "tracing")]
     tracing::info!(user_uid = %user.uid, read_only, "tokens issued");
     let body = TokenBody {
         access_token: &access,

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::identity::Status;
+use tower_api_key::Status;
 
 /// One checked `replace`: which of the allowed properties, and the new value.
 #[derive(Debug, PartialEq)]

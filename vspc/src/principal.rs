@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::identity::{Identity, Status};
-use crate::ring::KeyRing;
-use crate::store::{AccountStore, Role};
-use crate::token::{JwtClaims, JwtValidator, TokenError, TokenValidator};
+use tower_api_key::store::{AccountStore, Role};
+use tower_api_key::token::{JwtClaims, JwtValidator, TokenError, TokenValidator};
+use tower_api_key::KeyRing;
+use tower_api_key::{Identity, Status};
 
 /// Accounts remembered at most; the cache starts over when full.
 const CAPACITY: usize = 10_000;
@@ -223,11 +223,17 @@ mod tests {
         let mut s = standing(0, 0);
         s.company_status = Status::Disabled;
         let identity = judge(&claims(None, None), Some(s)).expect("current");
-        assert_eq!(identity.token_status(), Some(Status::DisabledDueToCompany));
+        assert_eq!(
+            identity.login().map(|login| login.status),
+            Some(Status::DisabledDueToCompany)
+        );
         let mut s = standing(0, 0);
         s.user_status = Status::Disabled;
         let identity = judge(&claims(None, None), Some(s)).expect("current");
-        assert_eq!(identity.token_status(), Some(Status::DisabledDueToUser));
+        assert_eq!(
+            identity.login().map(|login| login.status),
+            Some(Status::DisabledDueToUser)
+        );
         let mut s = standing(0, 0);
         s.role = Role::PortalReadonlyOperator;
         let identity = judge(&claims(None, None), Some(s)).expect("current");

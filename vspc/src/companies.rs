@@ -14,8 +14,8 @@ use super::query::paging;
 use super::rights::Act;
 use super::state::{AppState, Caller};
 use super::users;
-use crate::identity::Status;
-use crate::store::{ChangeEvent, Company, Role, UserProfile};
+use tower_api_key::store::{ChangeEvent, Company, Role, UserProfile};
+use tower_api_key::Status;
 
 const COMPANY_UID: &str = "companyUid";
 
@@ -107,7 +107,6 @@ pub(crate) async fn create(
         )
         .await?;
     }
-    #[cfg(feature = "tracing")]
     tracing::info!(company_uid = %company.uid, by = %caller.user.uid, "company created");
     Ok(data(CompanyBody::from(&company)))
 }
@@ -183,7 +182,6 @@ pub(crate) async fn patch(
             status: Status::Unknown,
         });
     }
-    #[cfg(feature = "tracing")]
     tracing::info!(company_uid = uid, status = status.as_str(), by = %caller.user.uid, "company status changed");
     let company = state.company_or_404(uid, COMPANY_UID).await?;
     Ok(data(CompanyBody::from(&company)))

@@ -26,9 +26,9 @@ use serde_json::Value;
 use tower::ServiceExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use tower_api_key::admin::{bootstrap_admin, Admin, LoginLimits};
 use tower_api_key::store::AccountStore;
 use tower_api_key::{KeyRing, MemoryStore, Status};
+use tower_api_key_vspc::{bootstrap_admin, Admin, LoginLimits};
 
 const ADMIN_PASSWORD: &str = "admin password for the flood tests";
 const SECRET: &[u8] = b"a JWT secret for the login flood tests, 32+ bytes";

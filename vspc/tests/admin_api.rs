@@ -17,9 +17,9 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use tower_api_key::admin::{bootstrap_admin, Admin, LoginLimits};
 use tower_api_key::store::{AccountStore, KeyStore};
 use tower_api_key::{KeyRing, MemoryStore, SqliteStore};
+use tower_api_key_vspc::{bootstrap_admin, Admin, LoginLimits};
 
 const ADMIN_PASSWORD: &str = "admin password for tests";
 const SECRET: &[u8] = b"a JWT secret for the admin API tests, 32+ bytes";

@@ -9,12 +9,12 @@ use http::request::Parts;
 
 use super::error::{invalid_identity, ApiError};
 use super::rights::{self, Act};
-use crate::identity::{Identity, Status};
-use crate::rejection::Reason;
-use crate::ring::KeyRing;
-use crate::scope::{Scope, Scopes};
-use crate::store::{AccountStore, Company, Role, User};
-use crate::token::JwtIssuer;
+use tower_api_key::store::{AccountStore, Company, Role, User};
+use tower_api_key::token::JwtIssuer;
+use tower_api_key::KeyRing;
+use tower_api_key::Reason;
+use tower_api_key::{Identity, Status};
+use tower_api_key::{Scope, Scopes};
 
 /// The state behind every handler of the router.
 pub(crate) struct Shared {

@@ -342,7 +342,6 @@ impl Throttle {
         for (_, key) in &oldest[..evict] {
             entries.remove(key);
         }
-        #[cfg(feature = "tracing")]
         tracing::debug!(
             evicted = evict,
             "login throttle table full: forgot the longest-untouched entries"

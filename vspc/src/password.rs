@@ -68,7 +68,6 @@ pub(crate) async fn hash(password: Zeroizing<String>) -> Result<String, HashErro
         deadline: None,
         reply,
         permit: None,
-        #[cfg(feature = "tracing")]
         dispatch: tracing::dispatcher::get_default(Clone::clone),
     })?;
     match answer.await {
@@ -97,7 +96,6 @@ pub(crate) async fn verify(
         // Held by the job, not by this future: a client that hangs up does not free its place
         // while its hash is still queued.
         permit: Some(admission.permit),
-        #[cfg(feature = "tracing")]
         dispatch: tracing::dispatcher::get_default(Clone::clone),
     })?;
     match tokio::time::timeout_at(admission.deadline, answer).await {
@@ -170,7 +168,6 @@ struct Job {
     /// The login's place in its router's queue, given back when the job is done or skipped.
     permit: Option<OwnedSemaphorePermit>,
     /// The caller's subscriber: the worker's events land where the request's do.
-    #[cfg(feature = "tracing")]
     dispatch: tracing::Dispatch,
 }
 
@@ -219,20 +216,15 @@ fn work(queue: &Mutex<Receiver<Job>>) {
         // The lock is held while waiting only; the hash runs with it released.
         let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = job else { return };
-        #[cfg(feature = "tracing")]
         let dispatch = job.dispatch.clone();
         let run = || run(&mut memory, job);
-        #[cfg(feature = "tracing")]
         tracing::dispatcher::with_default(&dispatch, run);
-        #[cfg(not(feature = "tracing"))]
-        run();
     }
 }
 
 /// Runs one job, or skips it when its caller's deadline passed or the caller is gone.
 fn run(memory: &mut Memory, job: Job) {
     if job.deadline.is_some_and(|d| Instant::now() >= d) || job.reply.is_closed() {
-        #[cfg(feature = "tracing")]
         tracing::debug!("password check skipped: its deadline passed before a worker was free");
         return;
     }
@@ -283,7 +275,6 @@ impl Memory {
         let done = argon2
             .hash_password_into_with_memory(password, salt, out, &mut *blocks)
             .is_ok();
-        #[cfg(feature = "tracing")]
         tracing::trace!(m_cost = params.m_cost(), "password hash computed");
         // The buffer outlives the job: leave nothing derived from this password in it.
         blocks.fill(Block::default());
@@ -313,7 +304,6 @@ impl Memory {
             None => (dummy_hash(), false),
         };
         let Some(stored) = Stored::parse(phc) else {
-            #[cfg(feature = "tracing")]
             tracing::warn!("stored password hash is not an Argon2 PHC string this server checks");
             return false;
         };
