@@ -19,7 +19,7 @@
 //!
 //! ```
 //! use axum::{routing::get, Router};
-//! use tower_api_key::{ApiKeyLayer, Identity, KeyRing, MemoryStore, NewKey, Owner, Scope};
+//! use tower_api_key::{ApiKeyLayer, KeyRing, Login, MemoryStore, NewKey, Owner, Scope};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let keys = KeyRing::new(MemoryStore::new());
@@ -39,11 +39,24 @@
 //! println!("{}", issued.key()); // shown once; the store keeps only the digest
 //! # Ok(()) }
 //!
-//! async fn list(identity: Identity) -> String {
-//!     let login = identity.login().expect("cached while the key exists");
+//! async fn list(Login(login): Login) -> String {
 //!     format!("things of {}", login.user_name)
 //! }
 //! ```
+//!
+//! # `Identity` and `Login`
+//!
+//! The layer puts an [`Identity`] into the extensions of every request it lets through: the key id
+//! (or the token's user), the scopes and the read-only flag. For an API key it is a handle the size
+//! of a few words, copied out of the index slot the layer already read, so letting a request through
+//! costs no allocation and no reference count. Take it (as an axum extractor or with
+//! `request.extensions().get::<Identity>()`) when scopes and the key id are all a handler needs.
+//!
+//! The full VSPC identity, a [`UserLogin`] (user, company, description, status, creation date), is
+//! read from the index on demand: `Login` is the axum extractor that does it, and
+//! [`Identity::login`] the call for other services. It is `None` only when the key was deleted
+//! between the layer's check and the handler's read; the extractor then answers 401 as the layer
+//! would have, so a handler that takes `Login` never sees that case.
 //!
 //! # hyper or any tower service
 //!
@@ -101,6 +114,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod decision;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 mod extract;
