@@ -1,4 +1,4 @@
-//! DESIGN §4: what a client gets for each kind of request, and what it never gets (reasons, secrets).
+//! The answer table of the crate docs: what a client gets for each kind of request, and what it never gets (reasons, secrets).
 
 mod common;
 

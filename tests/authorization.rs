@@ -1,4 +1,4 @@
-//! DESIGN §3, §5 and §6 through the layer: read-only and methods, scopes, statuses, the miss path,
+//! Through the layer: read-only and methods, scopes, statuses, the miss path,
 //! the token fallback, and the identity the inner service sees.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Fail closed under store faults (DESIGN §4, §5), beyond the single faults of `answers.rs`: corrupt
+//! Fail closed under store faults, beyond the single faults of `answers.rs`: corrupt
 //! records, statuses this version does not know, slow stores cut by the lookup timeout, the bound
 //! on lookups in flight, a panicking store under concurrent waiters, and no failure ever cached.
 

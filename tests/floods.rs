@@ -1,4 +1,4 @@
-//! Floods of bogus keys (DESIGN §1, §5): random key-shaped values with a wrong checksum never reach
+//! Floods of bogus keys: random key-shaped values with a wrong checksum never reach
 //! the store; with a right checksum (CRC32 is no secret, so an attacker can compute it) each unknown
 //! id is one store lookup, and the "no such key" entries kept for them stay within the bound.
 //!

@@ -1,6 +1,6 @@
 //! Hostile input in the `Authorization` header: every bit of a valid key flipped, every byte value,
 //! 64 KiB values, non-ASCII and invalid UTF-8, control bytes, a thousand headers, duplicates, and the
-//! token sent twice. Each is refused with the answer DESIGN §4 documents, never reaches the inner
+//! token sent twice. Each is refused with the answer the crate docs' table gives, never reaches the inner
 //! service, and, being refused offline, never reaches the store.
 
 mod common;

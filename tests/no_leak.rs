@@ -1,4 +1,4 @@
-//! DESIGN §4: nothing derived from a secret appears in a log line, an answer, an error, or any public
+//! Nothing derived from a secret appears in a log line, an answer, an error, or any public
 //! type's `Debug` or `Display`. A canary key is pushed through every path with a `tracing` subscriber
 //! at TRACE writing into a buffer, and the buffer, the answers and the formatted values are searched
 //! for the key, its secret and its digest, raw, in base62, hex and base64 (`common::Canary`).

@@ -1,5 +1,5 @@
 //! Property tests: the `Authorization` parser, the key decoder and the authorization decision agree
-//! with the plain restatement of DESIGN §2–§4 in `tests/common/reference.rs`, and never panic.
+//! with the plain restatement of the rules in `tests/common/reference.rs`, and never panic.
 
 mod common;
 

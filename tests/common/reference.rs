@@ -1,4 +1,4 @@
-//! DESIGN §2–§4 restated as plainly as possible, for the property tests (`tests/properties.rs`) and the
+//! The key format, the read-only and scope rules and the answers restated as plainly as possible, for the property tests (`tests/properties.rs`) and the
 //! fuzz targets (`fuzz/`, which include this file by path) to hold the crate to.
 //!
 //! Written for clarity, not speed, and without looking at how `src/` does it: each function follows
@@ -51,7 +51,7 @@ pub(crate) fn key_text(prefix: &str, id: &[u8], secret: &[u8]) -> String {
     String::from_utf8(body).expect("key text is ASCII")
 }
 
-/// DESIGN §2: what `KeyFormat::parse` must make of `value` for keys with `prefix`: the id and the
+/// The key format: what `KeyFormat::parse` must make of `value` for keys with `prefix`: the id and the
 /// secret's characters, or why not.
 pub(crate) fn parse_key<'a>(prefix: &str, value: &'a str) -> Result<(u64, &'a [u8]), KeyError> {
     // One wrapper may stand in front; what follows it must be the key itself.
@@ -125,7 +125,7 @@ fn url_decode(text: &[u8]) -> Vec<u8> {
     out
 }
 
-/// DESIGN §4 and RFC 6750 §2.1: the bearer token of a request with these `Authorization` values and
+/// The answer table and RFC 6750 §2.1: the bearer token of a request with these `Authorization` values and
 /// query, or the kind of refusal. The token keeps any `secret-token:` wrapper.
 pub(crate) fn bearer<'a>(
     values: &[&'a [u8]],
@@ -169,7 +169,7 @@ pub(crate) fn bearer<'a>(
     Ok(token)
 }
 
-/// Whether a read-only identity may use `method` (DESIGN §3).
+/// Whether a read-only identity may use `method` (the read-only rule).
 pub(crate) fn reads(method: &Method, allow_options: bool) -> bool {
     method == Method::GET || method == Method::HEAD || (allow_options && method == Method::OPTIONS)
 }
@@ -192,7 +192,7 @@ pub(crate) enum Verdict {
     Refuse(u16, Option<String>),
 }
 
-/// DESIGN §3–§4 as a table: status first, then scope, then read-only.
+/// The decision as a table: status first, then scope, then read-only.
 pub(crate) fn decide(
     facts: KeyFacts,
     method: &Method,

@@ -153,7 +153,7 @@ const MAX_TTL: Duration = Duration::from_secs(3650 * 24 * 3600);
 /// user or company has in one is the status their keys see in the other ([`MemoryStore`] and the
 /// SQL stores implement both traits).
 ///
-/// [`MemoryStore`]: crate::MemoryStore
+/// [`MemoryStore`]: tower_api_key::MemoryStore
 #[must_use]
 pub struct Admin {
     ring: KeyRing,
