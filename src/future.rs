@@ -1,3 +1,6 @@
+//! [`ResponseFuture`]: a request's answer, ready at once, from the inner service, or after the
+//! store or token validator was asked.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

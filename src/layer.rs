@@ -1,3 +1,5 @@
+//! [`ApiKeyLayer`]: the configuration every [`ApiKey`](crate::ApiKey) service of one layer shares.
+
 use std::fmt;
 use std::sync::Arc;
 

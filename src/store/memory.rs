@@ -1,3 +1,5 @@
+//! [`MemoryStore`]: the reference store, in process memory; every backend must answer as it does.
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
