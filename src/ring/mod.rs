@@ -98,14 +98,14 @@ impl KeyRing {
         }
     }
 
-    /// Number of keys and of "no such key" entries held in the index.
-    pub fn cached(&self) -> (usize, usize) {
-        (self.inner.index.len(), self.inner.index.negative_len())
-    }
-
-    /// Bytes of the index's slot table (one 64-byte slot per cached id, at most 7/8 full).
-    pub fn index_table_bytes(&self) -> usize {
-        self.inner.index.table_bytes()
+    /// What the index holds: keys, "no such key" entries and the size of its slot table.
+    pub fn stats(&self) -> RingStats {
+        let index = &self.inner.index;
+        RingStats {
+            keys: index.len(),
+            unknown_ids: index.negative_len(),
+            table_bytes: index.table_bytes(),
+        }
     }
 
     /// A counter that moves whenever a user's or company's state may have changed, here or on
@@ -125,14 +125,27 @@ impl KeyRing {
 
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (keys, negatives) = self.cached();
+        let stats = self.stats();
         f.debug_struct("KeyRing")
             .field("format", &self.inner.format)
             .field("lookup_timeout", &self.inner.lookup_timeout)
-            .field("cached_keys", &keys)
-            .field("cached_negatives", &negatives)
+            .field("cached_keys", &stats.keys)
+            .field("cached_negatives", &stats.unknown_ids)
             .finish()
     }
+}
+
+/// What a [`KeyRing`]'s index holds, from [`KeyRing::stats`].
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct RingStats {
+    /// Keys held, each with its record.
+    pub keys: usize,
+    /// Ids held as "no such key", counted in the queue that forgets the oldest first: an id since
+    /// invalidated or issued as a key is counted until it leaves the queue.
+    pub unknown_ids: usize,
+    /// Bytes of the slot table: one 64-byte slot per id held, the table at most 7/8 full.
+    pub table_bytes: usize,
 }
 
 impl<S: KeyStore> From<S> for KeyRing {

@@ -19,6 +19,12 @@ pub(super) fn owner() -> Owner {
     }
 }
 
+/// The keys and "no such key" entries `ring`'s index holds, as one pair to compare.
+pub(super) fn cached(ring: &KeyRing) -> (usize, usize) {
+    let stats = ring.stats();
+    (stats.keys, stats.unknown_ids)
+}
+
 /// A key for `owner()` through `ring`.
 pub(super) async fn issue_one(ring: &KeyRing) -> IssuedKey {
     ring.issue(NewKey::new(owner()).description("x"))

@@ -258,7 +258,7 @@ mod tests {
     use std::sync::atomic::Ordering::SeqCst;
     use std::time::Duration;
 
-    use crate::ring::testing::{issue_one, Held};
+    use crate::ring::testing::{cached, issue_one, Held};
     use crate::store::{KeyUpdate, MemoryStore};
 
     #[tokio::test]
@@ -267,9 +267,9 @@ mod tests {
         let a = KeyRing::new(store.clone());
         let b = KeyRing::new(store);
         let issued = issue_one(&a).await;
-        assert_eq!(b.cached(), (0, 0));
+        assert_eq!(cached(&b), (0, 0));
         assert!(b.verify(issued.key()).await.is_ok());
-        assert_eq!(b.cached(), (1, 0));
+        assert_eq!(cached(&b), (1, 0));
     }
 
     #[tokio::test]
