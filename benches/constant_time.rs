@@ -92,7 +92,7 @@ impl Setup {
             });
             let status = status.expect("infallible").status();
             assert_eq!(status, if holds { 200 } else { 401 });
-            assert_eq!(ring.cached().0, usize::from(holds));
+            assert_eq!(ring.stats().keys, usize::from(holds));
         }
     }
 }

@@ -142,7 +142,8 @@ pub use key::{KeyFormat, KeyId};
 pub use layer::ApiKeyLayer;
 pub use rejection::{DefaultRejection, ErrorBody, OnRejection, Reason, Rejection, RejectionKind};
 pub use ring::{
-    validate_description, IssueError, IssuedKey, KeyRing, KeyRingBuilder, NewKey, VerifyError,
+    validate_description, IssueError, IssuedKey, KeyRing, KeyRingBuilder, NewKey, RingStats,
+    VerifyError,
 };
 pub use scope::{Scope, ScopeError, Scopes};
 pub use service::ApiKey;

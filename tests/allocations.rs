@@ -220,7 +220,7 @@ fn a_cached_key_costs_at_most_256_bytes_at_a_million_keys() {
     let per_key = held as f64 / n as f64;
     println!(
         "index: {n} keys, {held} bytes on the heap, {per_key:.1} bytes a key (slot table {} bytes)",
-        ring.index_table_bytes()
+        ring.stats().table_bytes
     );
     assert!(per_key <= 256.0, "{per_key:.1} bytes a key");
 }

@@ -547,7 +547,7 @@ async fn store_panic_propagates_without_calling_inner() {
     assert!(error.is_panic());
     assert_eq!(probe.calls(), 0);
     assert_eq!(
-        ring.cached(),
+        cached(&ring),
         (0, 0),
         "nothing cached from a panicked lookup"
     );

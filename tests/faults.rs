@@ -50,7 +50,7 @@ async fn corrupt_record_gets_503_and_is_not_cached() {
             .assert_refused(503, None);
     }
     assert_eq!(store.gets(), 2, "each request asks again");
-    assert_eq!(ring.cached(), (0, 0));
+    assert_eq!(cached(&ring), (0, 0));
     store.set(Fault::PassThrough);
     send(service, get_with_key(&key)).await.assert_passed();
     assert_eq!(probe.calls(), 1);
@@ -84,7 +84,7 @@ async fn statuses_a_store_reports_are_obeyed_and_unknown_ones_refused() {
                 .assert_refused(401, Some(INVALID_TOKEN));
         }
         assert_eq!(store.gets(), gets + 1, "{statuses:?}");
-        assert_eq!(ring.cached(), (1, 0));
+        assert_eq!(cached(&ring), (1, 0));
         assert_eq!(probe.calls(), 0, "{statuses:?}");
     }
 }
@@ -113,7 +113,7 @@ async fn slow_store_is_cut_by_the_lookup_timeout() {
             timeout,
             "answered at the timeout, not after {sleep:?}"
         );
-        assert_eq!(ring.cached(), (0, 0));
+        assert_eq!(cached(&ring), (0, 0));
     }
     // A store slower than usual but within the timeout is waited for.
     store.set(Fault::Sleep(timeout / 2));
@@ -157,7 +157,7 @@ async fn lookups_in_flight_are_bounded() {
     }
     assert_eq!(store.peak(), MAX);
     assert_eq!(store.gets(), REQUESTS);
-    assert_eq!(ring.cached(), (0, REQUESTS));
+    assert_eq!(cached(&ring), (0, REQUESTS));
     assert_eq!(probe.calls(), 0);
 }
 
@@ -182,7 +182,7 @@ async fn lookups_waiting_for_a_permit_time_out_with_503() {
         task.await.expect("no panic").assert_refused(503, None);
     }
     assert_eq!(store.peak(), 1);
-    assert_eq!(ring.cached(), (0, 0));
+    assert_eq!(cached(&ring), (0, 0));
     store.open();
     send(service, get_with_key(&key)).await.assert_passed();
     assert_eq!(probe.calls(), 1);
@@ -217,7 +217,7 @@ async fn no_failure_is_ever_cached() {
                 .await
                 .assert_refused(503, None);
             assert_eq!(
-                ring.cached(),
+                cached(&ring),
                 (0, 0),
                 "{fault:?}: neither a key nor a \"no such key\""
             );
@@ -267,7 +267,7 @@ async fn panicking_store_under_concurrent_waiters_never_admits_and_recovers() {
         );
     }
     assert_eq!(probe.calls(), 0);
-    assert_eq!(ring.cached(), (0, 0));
+    assert_eq!(cached(&ring), (0, 0));
 
     store.set(Fault::PassThrough);
     send(service, get_with_key(&key)).await.assert_passed();

@@ -9,7 +9,7 @@
 mod common;
 
 use tower::{ServiceBuilder, ServiceExt};
-use tower_api_key::{ApiKeyLayer, KeyRing, MemoryStore, NewKey};
+use tower_api_key::{ApiKeyLayer, KeyRing, MemoryStore, NewKey, RingStats};
 
 use common::*;
 
@@ -64,7 +64,7 @@ async fn floods_of_bogus_keys_cost_no_store_call_or_bounded_memory() {
         assert_eq!(response.status(), 401);
     }
     assert_eq!(store.gets(), 0, "a wrong checksum never reaches the store");
-    assert_eq!(ring.cached(), (0, 0), "nor the index");
+    assert_eq!(cached(&ring), (0, 0), "nor the index");
     let after_bad_checksums = rss_kib();
 
     // Random ids with the right checksum: one lookup each, a bounded number remembered.
@@ -78,11 +78,15 @@ async fn floods_of_bogus_keys_cost_no_store_call_or_bounded_memory() {
         assert_eq!(response.status(), 401);
     }
     assert_eq!(store.gets(), n, "one lookup per unknown id");
-    let (keys, negatives) = ring.cached();
+    let RingStats {
+        keys,
+        unknown_ids: negatives,
+        ..
+    } = ring.stats();
     assert_eq!(keys, 0);
     assert_eq!(negatives, n.min(NEGATIVE_CAPACITY));
     let after_good_checksums = rss_kib();
-    let table = ring.index_table_bytes();
+    let table = ring.stats().table_bytes;
     // A table slot per entry, at most 7/8 full, doubling: at most 2 x 8/7 x 64 bytes per entry.
     assert!(
         table <= (negatives * 64 * 16).div_ceil(7).max(64 * 64),

@@ -25,6 +25,12 @@ use tower_api_key::{
     Identity, IssuedKey, KeyId, KeyRing, KeyStore, MemoryStore, NewKey, Owner, Status, UserLogin,
 };
 
+/// The keys and "no such key" entries `ring`'s index holds, as one pair to compare.
+pub(crate) fn cached(ring: &KeyRing) -> (usize, usize) {
+    let stats = ring.stats();
+    (stats.keys, stats.unknown_ids)
+}
+
 /// Request and response body of the services under test.
 pub(crate) type Body = Full<Bytes>;
 
