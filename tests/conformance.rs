@@ -235,7 +235,7 @@ fn record(raw: u64, owner: Owner, description: &str, created: OffsetDateTime) ->
         digest: SecretDigest::from_bytes([raw as u8; 32]),
         owner,
         description: description.to_owned(),
-        read_only: raw % 2 == 0,
+        read_only: raw.is_multiple_of(2),
         scopes: Scopes::from([Scope::REST]),
         status: Status::Enabled,
         user_status: Status::Enabled,
@@ -898,7 +898,7 @@ async fn accounts_and_refresh_tokens_behave_like_the_reference<B: Backend>(backe
     let token = |byte: u8, uid: &str, family: &str| RefreshToken {
         digest: SecretDigest::from_bytes([byte; 32]),
         user_uid: uid.to_owned(),
-        read_only: byte % 2 == 0,
+        read_only: byte.is_multiple_of(2),
         expires: datetime!(2030-01-01 0:00:00.5 +01:00),
         family: family.to_owned(),
         user_generation: u64::from(byte),

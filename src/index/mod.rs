@@ -160,7 +160,7 @@ mod testing {
                 company_name: "c".into(),
             },
             description: "d".into(),
-            read_only: id % 2 == 0,
+            read_only: id.is_multiple_of(2),
             scopes: Scopes::from_bits(id & 7),
             status: Status::Enabled,
             user_status: Status::Enabled,
