@@ -290,12 +290,6 @@ impl ParsedKey<'_> {
     pub fn digest(&self) -> SecretDigest {
         SecretDigest::of_secret(self.secret)
     }
-
-    /// The exact bytes whose `SHA-256` is the stored digest (the 43 base62 characters of the secret).
-    #[doc(hidden)]
-    pub fn secret_bytes(&self) -> &[u8] {
-        self.secret
-    }
 }
 
 impl fmt::Debug for ParsedKey<'_> {
