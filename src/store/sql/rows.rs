@@ -1,24 +1,13 @@
-//! What the SQL backends (SQLite, PostgreSQL) share beyond their dialects: how sqlx errors become
-//! store errors, how a column is read and a row of their common schema decoded, and how ids and
-//! counts become SQL integers.
+//! How a row of the schema SQLite and PostgreSQL share is read: a column at a time, a record at a
+//! time, and what cannot be read is a corrupt record.
 
-use sqlx::{ColumnIndex, Database, Decode, QueryBuilder, Row, Type};
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::codec::{
+use crate::key::KeyId;
+use crate::store::codec::{
     in_key, parse_date, parse_digest, parse_generation, parse_profile, parse_scopes, parse_status,
 };
-use super::{
-    Company, KeyRecord, ListQuery, Owner, RefreshToken, Role, SortField, StoreError, User,
-};
-use crate::key::KeyId;
-
-/// A unique or primary key taken is a conflict; anything else, the backend failing.
-pub(crate) fn write_error(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::conflict(),
-        _ => StoreError::backend(e),
-    }
-}
+use crate::store::{Company, KeyRecord, Owner, RefreshToken, Role, StoreError, User};
 
 /// One column of `row`; a value of the wrong type (or `NULL`) is a corrupt record.
 pub(crate) fn column<'r, T, R>(row: &'r R, name: &str) -> Result<T, StoreError>
@@ -31,17 +20,6 @@ where
         sqlx::Error::ColumnDecode { .. } => StoreError::corrupt(e),
         e => StoreError::backend(e),
     })
-}
-
-/// A key id as a 64-bit SQL integer.
-pub(crate) fn sql_id(id: KeyId) -> Result<i64, StoreError> {
-    // Key ids are below 2^53, so this never fails for a real id.
-    i64::try_from(id.get()).map_err(|_| StoreError::backend("key id does not fit a 64-bit integer"))
-}
-
-/// A limit or offset as a 64-bit SQL integer (saturating: nothing lies beyond `i64::MAX` rows).
-pub(crate) fn sql_count(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// A row of the schema the SQL backends share. Columns are read alike, except a flag, which SQLite
@@ -161,27 +139,4 @@ pub(crate) fn decode_refresh_token(row: &impl SchemaRow) -> Result<RefreshToken,
         user_generation: parse_generation(row.int("user_generation")?)?,
         company_generation: parse_generation(row.int("company_generation")?)?,
     })
-}
-
-/// The `ORDER BY` clause of a listing: [`ListQuery::apply`]'s order, ties broken by key id.
-/// `collate` follows each text column so that it sorts by bytes, as Rust compares strings, whatever
-/// the database's locale (empty where that is already the default).
-pub(crate) fn push_order<DB: Database>(
-    sql: &mut QueryBuilder<'_, DB>,
-    query: &ListQuery,
-    collate: &str,
-) {
-    let field = match query.sort {
-        SortField::Id => None,
-        SortField::CreationDate => Some("r.created"),
-        SortField::Description => Some("r.description"),
-        SortField::UserName => Some("r.user_name"),
-        SortField::Status => Some("r.effective_status"),
-    };
-    let direction = if query.descending { " DESC" } else { "" };
-    sql.push(" ORDER BY ");
-    if let Some(field) = field {
-        sql.push(field).push(collate).push(direction).push(", ");
-    }
-    sql.push("r.id").push(direction);
 }
