@@ -1,31 +1,21 @@
 //! SQLite backend: keys, users, companies and refresh tokens in one file that survives restarts.
+//! This file holds SQLite's dialect and how a file is opened and migrated; the statements are the
+//! shared SQL store's.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Sqlite, Transaction};
+use sqlx::Sqlite;
 use time::OffsetDateTime;
 
-use super::codec::{
-    format_date, format_generation, format_profile, format_scopes, parse_generation,
-};
-use super::sql::{
-    column, decode_company, decode_key, decode_refresh_token, decode_user, push_order, sql_count,
-    sql_id, write_error, FlagColumn, COMPANY_COLUMNS, REFRESH_COLUMNS, USER_COLUMNS,
-};
-use super::{
-    AccountStore, Company, CompanyProfile, KeyRecord, KeyStore, KeyUpdate, ListQuery, Page,
-    RefreshToken, RefreshUse, StoreError, User, UserProfile,
-};
-use crate::identity::Status;
-use crate::key::{KeyId, SecretDigest};
+use super::codec::format_date;
+use super::sql::{applied_migrations, column, impl_store_traits, Dialect, SqlStore, Tables};
+use super::StoreError;
 
 /// Schema migrations in order: entry `n` brings the schema to version `n + 1`. A released entry is
 /// never edited; a change to the schema is a new entry.
@@ -41,41 +31,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections to a file: WAL lets readers run beside the one writer, so a few are worth having.
 const MAX_CONNECTIONS: u32 = 8;
 
-/// Every key with the current status of its user and company, and the status requests see.
-///
-/// Owners without a row in `users` or `companies` take their status from `owner_status`, and are
-/// `enabled` when they have none there either. The `CASE` is [`Status::effective`] in SQL; statuses
-/// compare case-insensitively because [`Status::parse`] does, with `lower()` rather than
-/// `COLLATE NOCASE`, which would make the whole `CASE` sort case-insensitively.
-macro_rules! keys {
-    () => {
-        "(SELECT k.id, k.digest, k.user_uid, k.user_name, k.company_id, k.company_name, \
-           k.description, k.description_folded, k.read_only, k.scopes, k.status, k.created, k.status_locked, \
-           COALESCE(u.status, ou.status, 'enabled') AS user_status, \
-           COALESCE(c.status, oc.status, 'enabled') AS company_status, \
-           CASE \
-             WHEN lower(k.status) <> 'enabled' THEN k.status \
-             WHEN lower(COALESCE(c.status, oc.status, 'enabled')) <> 'enabled' \
-               THEN 'disabledDueToCompany' \
-             WHEN lower(COALESCE(u.status, ou.status, 'enabled')) <> 'enabled' \
-               THEN 'disabledDueToUser' \
-             ELSE 'enabled' \
-           END AS effective_status \
-         FROM api_keys k \
-         LEFT JOIN users u ON u.uid = k.user_uid \
-         LEFT JOIN owner_status ou ON ou.kind = 'user' AND ou.id = k.user_uid \
-         LEFT JOIN companies c ON c.uid = k.company_id \
-         LEFT JOIN owner_status oc ON oc.kind = 'company' AND oc.id = k.company_id) AS r"
-    };
-}
-
-/// The record of one key.
-const GET_KEY: &str = concat!("SELECT r.* FROM ", keys!(), " WHERE r.id = ?");
-
 /// A store in an SQLite database: a file that survives restarts, or memory.
 ///
 /// The schema is created and migrated by [`SqliteStore::connect`]. Only one process should write a
-/// file: the store sends no change notifications ([`KeyStore::subscribe`] is `None`), and a
+/// file: the store sends no change notifications
+/// ([`KeyStore::subscribe`](super::KeyStore::subscribe) is `None`), and a
 /// [`KeyRing`](crate::KeyRing) applies its own changes to its index. Cloning shares the connection
 /// pool.
 ///
@@ -84,8 +44,7 @@ const GET_KEY: &str = concat!("SELECT r.* FROM ", keys!(), " WHERE r.id = ?");
 /// corrupt, and the request fails closed.
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
-    location: Arc<str>,
+    sql: SqlStore<Sqlite>,
 }
 
 impl SqliteStore {
@@ -136,62 +95,56 @@ impl SqliteStore {
             .map_err(StoreError::backend)?;
         migrate(&pool).await?;
         Ok(SqliteStore {
-            pool,
-            location: location.into(),
+            sql: SqlStore::new(pool, location),
         })
     }
 
     /// Closes every connection, waiting for those in use to be returned. Calls made afterwards, on
     /// this store or its clones, fail.
     pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    /// A transaction that holds the write lock from its first statement, so it never has to upgrade
-    /// a read snapshot another connection has written past.
-    async fn write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::backend)
-    }
-
-    async fn set_owner_status(
-        &self,
-        kind: OwnerKind,
-        id: &str,
-        status: Status,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let updated = sqlx::query(kind.update_account_status())
-            .bind(status.as_str())
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?
-            .rows_affected();
-        if updated == 0 {
-            sqlx::query(
-                "INSERT INTO owner_status (kind, id, status) VALUES (?, ?, ?) \
-                 ON CONFLICT (kind, id) DO UPDATE SET status = excluded.status",
-            )
-            .bind(kind.as_str())
-            .bind(id)
-            .bind(status.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?;
-        }
-        tx.commit().await.map_err(StoreError::backend)
+        self.sql.close().await;
     }
 }
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("location", &self.location)
-            .field("connections", &self.pool.size())
-            .finish()
+        self.sql.fmt_as("SqliteStore", f)
+    }
+}
+
+impl_store_traits!(SqliteStore);
+
+impl Dialect for Sqlite {
+    const TABLES: Tables = Tables {
+        api_keys: "api_keys",
+        users: "users",
+        companies: "companies",
+        owner_status: "owner_status",
+        refresh_tokens: "refresh_tokens",
+    };
+
+    // `BINARY`, the default collation, compares the bytes.
+    const BYTE_ORDER: &'static str = "";
+
+    const FIND: &'static str = "instr";
+
+    // Holds the write lock from the first statement, so a transaction never has to upgrade a read
+    // snapshot another connection has written past.
+    const BEGIN_WRITE: Option<&'static str> = Some("BEGIN IMMEDIATE");
+
+    // A deferred transaction reads one snapshot from its first statement on.
+    const BEGIN_SNAPSHOT: Option<&'static str> = None;
+
+    // The write lock, held from `BEGIN IMMEDIATE`, leaves one writer at a time.
+    const FOR_UPDATE: &'static str = "";
+    const OWNER_LOCK: Option<&'static str> = None;
+
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn flag(row: &SqliteRow, name: &str) -> Result<bool, StoreError> {
+        parse_flag(column(row, name)?)
     }
 }
 
@@ -224,15 +177,8 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
-    let current = usize::try_from(current)
-        .map_err(|_| StoreError::corrupt(format!("schema version {current}")))?;
-    if current > MIGRATIONS.len() {
-        return Err(StoreError::backend(format!(
-            "database schema version {current} is newer than this build knows ({})",
-            MIGRATIONS.len()
-        )));
-    }
-    for (version, sql) in (1i64..).zip(MIGRATIONS).skip(current) {
+    let applied = applied_migrations(current, MIGRATIONS)?;
+    for (version, sql) in (1i64..).zip(MIGRATIONS).skip(applied) {
         sqlx::raw_sql(sql)
             .execute(&mut *tx)
             .await
@@ -247,28 +193,6 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     tx.commit().await.map_err(StoreError::backend)
 }
 
-#[derive(Clone, Copy)]
-enum OwnerKind {
-    User,
-    Company,
-}
-
-impl OwnerKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            OwnerKind::User => "user",
-            OwnerKind::Company => "company",
-        }
-    }
-
-    fn update_account_status(self) -> &'static str {
-        match self {
-            OwnerKind::User => "UPDATE users SET status = ? WHERE uid = ?",
-            OwnerKind::Company => "UPDATE companies SET status = ? WHERE uid = ?",
-        }
-    }
-}
-
 fn parse_flag(value: i64) -> Result<bool, StoreError> {
     match value {
         0 => Ok(false),
@@ -276,448 +200,6 @@ fn parse_flag(value: i64) -> Result<bool, StoreError> {
         other => Err(StoreError::corrupt(format!(
             "flag {other} is neither 0 nor 1"
         ))),
-    }
-}
-
-impl FlagColumn for SqliteRow {
-    fn flag(&self, name: &str) -> Result<bool, StoreError> {
-        parse_flag(column(self, name)?)
-    }
-}
-
-/// The `WHERE` clause of a listing: [`ListQuery::matches`] in SQL.
-fn push_filters(sql: &mut QueryBuilder<'_, Sqlite>, query: &ListQuery) {
-    sql.push(" WHERE 1 = 1");
-    if let Some(uid) = &query.user_uid {
-        sql.push(" AND r.user_uid = ").push_bind(uid.clone());
-    }
-    if let Some(status) = query.status {
-        sql.push(" AND r.effective_status = ")
-            .push_bind(status.as_str())
-            .push(" COLLATE NOCASE");
-    }
-    if let Some(needle) = &query.description_contains {
-        // Both sides lowercased by Rust's Unicode rules, as `ListQuery::matches` does.
-        sql.push(" AND instr(r.description_folded, ")
-            .push_bind(needle.to_lowercase())
-            .push(") > 0");
-    }
-}
-
-/// One page of a table and its row count, read in one snapshot: `select` gets the page's
-/// `LIMIT` and `OFFSET`.
-async fn page<T>(
-    pool: &SqlitePool,
-    count: &mut QueryBuilder<'_, Sqlite>,
-    select: &mut QueryBuilder<'_, Sqlite>,
-    offset: u64,
-    limit: u64,
-    decode: fn(&SqliteRow) -> Result<T, StoreError>,
-) -> Result<Page<T>, StoreError> {
-    select
-        .push(" LIMIT ")
-        .push_bind(sql_count(limit))
-        .push(" OFFSET ")
-        .push_bind(sql_count(offset));
-    let mut tx = pool.begin().await.map_err(StoreError::backend)?;
-    let total: i64 = count
-        .build_query_scalar()
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::backend)?;
-    let rows = select
-        .build()
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::backend)?;
-    tx.commit().await.map_err(StoreError::backend)?;
-    Ok(Page {
-        items: rows.iter().map(decode).collect::<Result<_, _>>()?,
-        total: u64::try_from(total).unwrap_or(0),
-    })
-}
-
-#[async_trait]
-impl KeyStore for SqliteStore {
-    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let row = sqlx::query(GET_KEY)
-            .bind(sql_id(id)?)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::backend)?;
-        row.as_ref().map(decode_key).transpose()
-    }
-
-    async fn insert(&self, record: KeyRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, digest, user_uid, user_name, company_id, company_name, \
-             description, description_folded, read_only, scopes, status, created, status_locked) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(sql_id(record.id)?)
-        .bind(&record.digest.as_bytes()[..])
-        .bind(&record.owner.user_uid)
-        .bind(&record.owner.user_name)
-        .bind(&record.owner.company_id)
-        .bind(&record.owner.company_name)
-        .bind(&record.description)
-        .bind(record.description.to_lowercase())
-        .bind(record.read_only)
-        .bind(format_scopes(record.scopes))
-        .bind(record.status.as_str())
-        .bind(format_date(record.created)?)
-        .bind(record.status_locked)
-        .execute(&self.pool)
-        .await
-        .map_err(write_error)?;
-        Ok(())
-    }
-
-    async fn update(&self, id: KeyId, update: KeyUpdate) -> Result<Option<KeyRecord>, StoreError> {
-        let mut tx = self.write().await?;
-        let updated = sqlx::query(
-            "UPDATE api_keys SET status = COALESCE(?, status), \
-             description = COALESCE(?, description), \
-             description_folded = COALESCE(?, description_folded), \
-             status_locked = COALESCE(?, status_locked) \
-             WHERE id = ?",
-        )
-        .bind(update.status.map(Status::as_str))
-        .bind(update.description.as_deref())
-        .bind(update.description.as_deref().map(str::to_lowercase))
-        .bind(update.status_locked)
-        .bind(sql_id(id)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::backend)?
-        .rows_affected();
-        if updated == 0 {
-            return Ok(None);
-        }
-        let row = sqlx::query(GET_KEY)
-            .bind(sql_id(id)?)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?;
-        // Decoded before the commit: a record that cannot be returned is not changed either.
-        let record = decode_key(&row)?;
-        tx.commit().await.map_err(StoreError::backend)?;
-        Ok(Some(record))
-    }
-
-    async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
-        let deleted = sqlx::query("DELETE FROM api_keys WHERE id = ?")
-            .bind(sql_id(id)?)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::backend)?
-            .rows_affected();
-        Ok(deleted > 0)
-    }
-
-    async fn list(&self, query: &ListQuery) -> Result<Page<KeyRecord>, StoreError> {
-        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM ");
-        count.push(keys!());
-        push_filters(&mut count, query);
-        let mut select = QueryBuilder::new("SELECT r.* FROM ");
-        select.push(keys!());
-        push_filters(&mut select, query);
-        push_order(&mut select, query, "");
-        select
-            .push(" LIMIT ")
-            .push_bind(sql_count(query.limit))
-            .push(" OFFSET ")
-            .push_bind(sql_count(query.offset));
-        // One read transaction: the total and the page come from the same snapshot.
-        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
-        let total: i64 = count
-            .build_query_scalar()
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?;
-        let rows = select
-            .build()
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?;
-        tx.commit().await.map_err(StoreError::backend)?;
-        Ok(Page {
-            items: rows.iter().map(decode_key).collect::<Result<_, _>>()?,
-            total: u64::try_from(total).unwrap_or(0),
-        })
-    }
-
-    async fn set_user_status(&self, user_uid: &str, status: Status) -> Result<(), StoreError> {
-        self.set_owner_status(OwnerKind::User, user_uid, status)
-            .await
-    }
-
-    async fn set_company_status(&self, company_id: &str, status: Status) -> Result<(), StoreError> {
-        self.set_owner_status(OwnerKind::Company, company_id, status)
-            .await
-    }
-}
-
-#[async_trait]
-impl AccountStore for SqliteStore {
-    async fn create_company(&self, company: Company) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO companies (uid, name, status, profile, token_generation) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&company.uid)
-        .bind(&company.name)
-        .bind(company.status.as_str())
-        .bind(format_profile(&company.profile)?)
-        .bind(format_generation(company.token_generation))
-        .execute(&mut *tx)
-        .await
-        .map_err(write_error)?;
-        // From now on the company's row holds its status.
-        sqlx::query("DELETE FROM owner_status WHERE kind = 'company' AND id = ?")
-            .bind(&company.uid)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?;
-        tx.commit().await.map_err(StoreError::backend)
-    }
-
-    async fn company(&self, uid: &str) -> Result<Option<Company>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COMPANY_COLUMNS} FROM companies WHERE uid = ?"
-        ))
-        .bind(uid)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::backend)?;
-        row.as_ref().map(decode_company).transpose()
-    }
-
-    async fn list_companies(&self, offset: u64, limit: u64) -> Result<Page<Company>, StoreError> {
-        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM companies");
-        let mut select = QueryBuilder::new(format!("SELECT {COMPANY_COLUMNS} FROM companies"));
-        select.push(" ORDER BY name, uid");
-        page(
-            &self.pool,
-            &mut count,
-            &mut select,
-            offset,
-            limit,
-            decode_company,
-        )
-        .await
-    }
-
-    async fn update_company_profile(
-        &self,
-        uid: &str,
-        profile: CompanyProfile,
-    ) -> Result<Option<Company>, StoreError> {
-        let row = sqlx::query(&format!(
-            "UPDATE companies SET profile = ? WHERE uid = ? RETURNING {COMPANY_COLUMNS}"
-        ))
-        .bind(format_profile(&profile)?)
-        .bind(uid)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::backend)?;
-        row.as_ref().map(decode_company).transpose()
-    }
-
-    async fn create_user(&self, user: User) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO users (uid, user_name, password_hash, role, company_id, status, created, \
-             profile, token_generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&user.uid)
-        .bind(&user.user_name)
-        .bind(&user.password_hash)
-        .bind(user.role.as_str())
-        .bind(&user.company_id)
-        .bind(user.status.as_str())
-        .bind(format_date(user.created)?)
-        .bind(format_profile(&user.profile)?)
-        .bind(format_generation(user.token_generation))
-        .execute(&mut *tx)
-        .await
-        .map_err(write_error)?;
-        // From now on the user's row holds their status.
-        sqlx::query("DELETE FROM owner_status WHERE kind = 'user' AND id = ?")
-            .bind(&user.uid)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?;
-        tx.commit().await.map_err(StoreError::backend)
-    }
-
-    async fn user(&self, uid: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE uid = ?"))
-            .bind(uid)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::backend)?;
-        row.as_ref().map(decode_user).transpose()
-    }
-
-    async fn user_by_name(&self, user_name: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE user_name = ?"
-        ))
-        .bind(user_name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::backend)?;
-        row.as_ref().map(decode_user).transpose()
-    }
-
-    async fn list_users(
-        &self,
-        company_id: Option<&str>,
-        offset: u64,
-        limit: u64,
-    ) -> Result<Page<User>, StoreError> {
-        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM users");
-        let mut select = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));
-        if let Some(id) = company_id {
-            count.push(" WHERE company_id = ").push_bind(id.to_owned());
-            select.push(" WHERE company_id = ").push_bind(id.to_owned());
-        }
-        select.push(" ORDER BY user_name, uid");
-        page(
-            &self.pool,
-            &mut count,
-            &mut select,
-            offset,
-            limit,
-            decode_user,
-        )
-        .await
-    }
-
-    async fn update_user_profile(
-        &self,
-        uid: &str,
-        profile: UserProfile,
-    ) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(&format!(
-            "UPDATE users SET profile = ? WHERE uid = ? RETURNING {USER_COLUMNS}"
-        ))
-        .bind(format_profile(&profile)?)
-        .bind(uid)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::backend)?;
-        row.as_ref().map(decode_user).transpose()
-    }
-
-    async fn put_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        // Expired tokens, used or not, are of no more use, not even to recognise a replay.
-        sqlx::query("DELETE FROM refresh_tokens WHERE expires <= ?")
-            .bind(format_date(OffsetDateTime::now_utc())?)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (digest, user_uid, read_only, expires, family, \
-             user_generation, company_generation, used) VALUES (?, ?, ?, ?, ?, ?, ?, 0) \
-             ON CONFLICT (digest) DO UPDATE SET user_uid = excluded.user_uid, \
-             read_only = excluded.read_only, expires = excluded.expires, family = excluded.family, \
-             user_generation = excluded.user_generation, \
-             company_generation = excluded.company_generation, used = 0",
-        )
-        .bind(&token.digest.as_bytes()[..])
-        .bind(&token.user_uid)
-        .bind(token.read_only)
-        .bind(format_date(token.expires)?)
-        .bind(&token.family)
-        .bind(format_generation(token.user_generation))
-        .bind(format_generation(token.company_generation))
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::backend)?;
-        tx.commit().await.map_err(StoreError::backend)
-    }
-
-    async fn take_refresh_token(
-        &self,
-        digest: &SecretDigest,
-    ) -> Result<Option<RefreshUse>, StoreError> {
-        // The write lock is held from the read to the mark, so two requests cannot both see it
-        // unused.
-        let mut tx = self.write().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {REFRESH_COLUMNS}, used FROM refresh_tokens WHERE digest = ?"
-        ))
-        .bind(&digest.as_bytes()[..])
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::backend)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        // A token that cannot be decoded stays as it is, to be looked at.
-        let token = decode_refresh_token(&row)?;
-        let used = parse_flag(column(&row, "used")?)?;
-        if !used {
-            sqlx::query("UPDATE refresh_tokens SET used = 1 WHERE digest = ?")
-                .bind(&digest.as_bytes()[..])
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::backend)?;
-        }
-        tx.commit().await.map_err(StoreError::backend)?;
-        Ok(Some(if used {
-            RefreshUse::Replayed(token)
-        } else {
-            RefreshUse::Fresh(token)
-        }))
-    }
-
-    async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError> {
-        let deleted = sqlx::query("DELETE FROM refresh_tokens WHERE family = ?")
-            .bind(family)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::backend)?
-            .rows_affected();
-        Ok(deleted)
-    }
-
-    async fn revoke_user_tokens(&self, user_uid: &str) -> Result<Option<u64>, StoreError> {
-        let mut tx = self.write().await?;
-        let generation: Option<i64> = sqlx::query_scalar(
-            "UPDATE users SET token_generation = token_generation + 1 WHERE uid = ? \
-             RETURNING token_generation",
-        )
-        .bind(user_uid)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::backend)?;
-        let Some(generation) = generation else {
-            return Ok(None);
-        };
-        sqlx::query("DELETE FROM refresh_tokens WHERE user_uid = ?")
-            .bind(user_uid)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?;
-        tx.commit().await.map_err(StoreError::backend)?;
-        parse_generation(generation).map(Some)
-    }
-
-    async fn revoke_company_tokens(&self, company_id: &str) -> Result<Option<u64>, StoreError> {
-        let generation: Option<i64> = sqlx::query_scalar(
-            "UPDATE companies SET token_generation = token_generation + 1 WHERE uid = ? \
-             RETURNING token_generation",
-        )
-        .bind(company_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::backend)?;
-        generation.map(parse_generation).transpose()
     }
 }
 
@@ -729,10 +211,16 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
+    use crate::identity::Status;
+    use crate::key::{KeyId, SecretDigest};
     use crate::scope::{Scope, Scopes};
-    use crate::store::codec::{parse_date, parse_scopes};
+    use crate::store::codec::{format_scopes, parse_date, parse_scopes};
+    use crate::store::sql::USER_COLUMNS;
     use crate::store::MemoryStore;
-    use crate::store::{Owner, Role, SortField};
+    use crate::store::{
+        AccountStore, Company, KeyRecord, KeyStore, KeyUpdate, ListQuery, Owner, RefreshToken,
+        RefreshUse, Role, SortField, User,
+    };
 
     /// A directory under the system temp dir, removed when dropped.
     struct TempDir(PathBuf);
@@ -821,7 +309,7 @@ mod tests {
 
     async fn exec(store: &SqliteStore, sql: &str) {
         sqlx::raw_sql(sql)
-            .execute(&store.pool)
+            .execute(&store.sql.pool)
             .await
             .expect("raw statement runs");
     }
@@ -837,7 +325,7 @@ mod tests {
         let store = SqliteStore::connect(&dir.url()).await.expect("reopened");
         let versions: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
-                .fetch_all(&store.pool)
+                .fetch_all(&store.sql.pool)
                 .await
                 .expect("versions");
         let expected: Vec<i64> = (1..=MIGRATIONS.len() as i64).collect();
@@ -845,12 +333,12 @@ mod tests {
         assert_eq!(store.get(id(7)).await.expect("read"), Some(alice_key(7)));
 
         let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&store.pool)
+            .fetch_one(&store.sql.pool)
             .await
             .expect("pragma");
         assert_eq!(journal, "wal");
         let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
-            .fetch_one(&store.pool)
+            .fetch_one(&store.sql.pool)
             .await
             .expect("pragma");
         assert_eq!(foreign_keys, 1);
@@ -1029,7 +517,7 @@ mod tests {
         assert_eq!(read.company_status, Status::Enabled);
         assert_eq!(Some(read), oracle.get(key.id).await.expect("read"));
         let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM owner_status")
-            .fetch_one(&store.pool)
+            .fetch_one(&store.sql.pool)
             .await
             .expect("count");
         assert_eq!(rows, 0);
@@ -1095,7 +583,7 @@ mod tests {
             .unwrap_err();
         assert!(err.is_corrupt());
         let status: String = sqlx::query_scalar("SELECT status FROM api_keys WHERE id = 7")
-            .fetch_one(&store.pool)
+            .fetch_one(&store.sql.pool)
             .await
             .expect("read");
         assert_eq!(status, "enabled");
@@ -1160,7 +648,7 @@ mod tests {
             .is_corrupt());
         // Rolled back: the token is still there to be looked at.
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens")
-            .fetch_one(&store.pool)
+            .fetch_one(&store.sql.pool)
             .await
             .expect("count");
         assert_eq!(left, 1);
@@ -1234,7 +722,7 @@ mod tests {
         for (statement, index) in cases {
             let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {statement}"))
                 .bind("x")
-                .fetch_all(&store.pool)
+                .fetch_all(&store.sql.pool)
                 .await
                 .expect("explained");
             let plan: Vec<String> = rows

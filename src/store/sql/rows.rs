@@ -3,6 +3,7 @@
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use super::Dialect;
 use crate::key::KeyId;
 use crate::store::codec::{
     in_key, parse_date, parse_digest, parse_generation, parse_profile, parse_scopes, parse_status,
@@ -35,14 +36,10 @@ pub(crate) trait SchemaRow {
     fn flag(&self, name: &str) -> Result<bool, StoreError>;
 }
 
-/// The one way each backend stores a flag.
-pub(crate) trait FlagColumn {
-    fn flag(&self, name: &str) -> Result<bool, StoreError>;
-}
-
 impl<R> SchemaRow for R
 where
-    R: Row + FlagColumn,
+    R: Row,
+    R::Database: Dialect<Row = R>,
     for<'n> &'n str: ColumnIndex<R>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
@@ -58,7 +55,7 @@ where
         column(self, name)
     }
     fn flag(&self, name: &str) -> Result<bool, StoreError> {
-        FlagColumn::flag(self, name)
+        R::Database::flag(self, name)
     }
 }
 
