@@ -22,11 +22,14 @@ use crate::key::{KeyId, SecretDigest};
 
 mod dialect;
 mod rows;
+#[cfg(all(test, feature = "sqlite"))]
+pub(crate) mod tests;
 
 pub(crate) use dialect::{Dialect, Tables};
-pub(crate) use rows::{column, SchemaRow, USER_COLUMNS};
+pub(crate) use rows::{column, USER_COLUMNS};
 use rows::{
-    decode_company, decode_key, decode_refresh_token, decode_user, COMPANY_COLUMNS, REFRESH_COLUMNS,
+    decode_company, decode_key, decode_refresh_token, decode_user, SchemaRow, COMPANY_COLUMNS,
+    REFRESH_COLUMNS,
 };
 
 /// A store in an SQL database whose schema is migrated: a pool of connections and where they go.

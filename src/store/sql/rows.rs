@@ -137,3 +137,111 @@ pub(crate) fn decode_refresh_token(row: &impl SchemaRow) -> Result<RefreshToken,
         company_generation: parse_generation(row.int("company_generation")?)?,
     })
 }
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use time::macros::datetime;
+
+    use crate::identity::Status;
+    use crate::key::SecretDigest;
+    use crate::store::sql::tests::{alice_key, exec, id, memory, user};
+    use crate::store::{AccountStore, Company, KeyStore, ListQuery, RefreshToken};
+
+    #[tokio::test]
+    async fn corrupt_key_rows_are_reported_as_corrupt() {
+        let cases = [
+            "UPDATE api_keys SET digest = zeroblob(31)",
+            "UPDATE api_keys SET digest = 'not a blob'",
+            "UPDATE api_keys SET scopes = 'rest,no-such-scope'",
+            "UPDATE api_keys SET scopes = 'rest,'",
+            "UPDATE api_keys SET created = 'yesterday'",
+            "UPDATE api_keys SET status = 'bogus'",
+            "UPDATE api_keys SET read_only = 2",
+            "UPDATE api_keys SET read_only = 'yes'",
+            "UPDATE api_keys SET user_name = x'00ff'",
+            "INSERT INTO owner_status (kind, id, status) VALUES ('user', 'u-alice', 'bogus')",
+            "INSERT INTO owner_status (kind, id, status) VALUES ('company', 'c-Alpha', '')",
+        ];
+        for sql in cases {
+            let store = memory().await;
+            store.insert(alice_key(7)).await.expect("inserted");
+            exec(&store, sql).await;
+            let err = store.get(id(7)).await.expect_err(sql);
+            assert!(err.is_corrupt(), "{sql}: {err}");
+            assert!(err.to_string().contains("key 7"), "{sql}: {err}");
+            let err = store.list(&ListQuery::default()).await.expect_err(sql);
+            assert!(err.is_corrupt(), "{sql}: {err}");
+        }
+
+        let store = memory().await;
+        store.insert(alice_key(7)).await.expect("inserted");
+        exec(&store, "UPDATE api_keys SET id = -7").await;
+        let err = store.list(&ListQuery::default()).await.unwrap_err();
+        assert!(err.is_corrupt(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn corrupt_account_rows_are_reported_as_corrupt() {
+        let store = memory().await;
+        store
+            .create_user(user("u-alice", "alice", Status::Enabled))
+            .await
+            .expect("created");
+        exec(&store, "UPDATE users SET role = 'root'").await;
+        assert!(store.user("u-alice").await.unwrap_err().is_corrupt());
+        assert!(store.user_by_name("alice").await.unwrap_err().is_corrupt());
+        assert!(store
+            .list_users(None, 0, 10)
+            .await
+            .unwrap_err()
+            .is_corrupt());
+        exec(&store, "UPDATE users SET role = 'user', status = 'bogus'").await;
+        assert!(store.user("u-alice").await.unwrap_err().is_corrupt());
+        exec(
+            &store,
+            "UPDATE users SET status = 'enabled', created = '2024'",
+        )
+        .await;
+        assert!(store.user("u-alice").await.unwrap_err().is_corrupt());
+
+        store
+            .create_company(Company {
+                uid: "c-Alpha".into(),
+                name: "Alpha".into(),
+                status: Status::Enabled,
+                profile: Default::default(),
+                token_generation: 0,
+            })
+            .await
+            .expect("created");
+        exec(&store, "UPDATE companies SET status = 'bogus'").await;
+        assert!(store.company("c-Alpha").await.unwrap_err().is_corrupt());
+        assert!(store.list_companies(0, 10).await.unwrap_err().is_corrupt());
+
+        let digest = SecretDigest::from_bytes([9; 32]);
+        store
+            .put_refresh_token(RefreshToken {
+                digest,
+                user_uid: "u-alice".into(),
+                read_only: false,
+                expires: datetime!(2030-01-01 0:00 UTC),
+                family: "f".into(),
+                user_generation: 0,
+                company_generation: 0,
+            })
+            .await
+            .expect("stored");
+        exec(&store, "UPDATE refresh_tokens SET expires = 'soon'").await;
+        assert!(store
+            .take_refresh_token(&digest)
+            .await
+            .unwrap_err()
+            .is_corrupt());
+        // Rolled back: the token is still there to be looked at.
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens")
+            .fetch_one(&store.sql.pool)
+            .await
+            .expect("count");
+        assert_eq!(left, 1);
+    }
+}
