@@ -1,24 +1,14 @@
-//! What the SQL backends (SQLite, PostgreSQL) share beyond their dialects: how sqlx errors become
-//! store errors, how a column is read and a row of their common schema decoded, and how ids and
-//! counts become SQL integers.
+//! How a row of the schema SQLite and PostgreSQL share is read: a column at a time, a record at a
+//! time, and what cannot be read is a corrupt record.
 
-use sqlx::{ColumnIndex, Database, Decode, QueryBuilder, Row, Type};
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::codec::{
+use super::Dialect;
+use crate::key::KeyId;
+use crate::store::codec::{
     in_key, parse_date, parse_digest, parse_generation, parse_profile, parse_scopes, parse_status,
 };
-use super::{
-    Company, KeyRecord, ListQuery, Owner, RefreshToken, Role, SortField, StoreError, User,
-};
-use crate::key::KeyId;
-
-/// A unique or primary key taken is a conflict; anything else, the backend failing.
-pub(crate) fn write_error(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::conflict(),
-        _ => StoreError::backend(e),
-    }
-}
+use crate::store::{Company, KeyRecord, Owner, RefreshToken, Role, StoreError, User};
 
 /// One column of `row`; a value of the wrong type (or `NULL`) is a corrupt record.
 pub(crate) fn column<'r, T, R>(row: &'r R, name: &str) -> Result<T, StoreError>
@@ -31,17 +21,6 @@ where
         sqlx::Error::ColumnDecode { .. } => StoreError::corrupt(e),
         e => StoreError::backend(e),
     })
-}
-
-/// A key id as a 64-bit SQL integer.
-pub(crate) fn sql_id(id: KeyId) -> Result<i64, StoreError> {
-    // Key ids are below 2^53, so this never fails for a real id.
-    i64::try_from(id.get()).map_err(|_| StoreError::backend("key id does not fit a 64-bit integer"))
-}
-
-/// A limit or offset as a 64-bit SQL integer (saturating: nothing lies beyond `i64::MAX` rows).
-pub(crate) fn sql_count(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// A row of the schema the SQL backends share. Columns are read alike, except a flag, which SQLite
@@ -57,14 +36,10 @@ pub(crate) trait SchemaRow {
     fn flag(&self, name: &str) -> Result<bool, StoreError>;
 }
 
-/// The one way each backend stores a flag.
-pub(crate) trait FlagColumn {
-    fn flag(&self, name: &str) -> Result<bool, StoreError>;
-}
-
 impl<R> SchemaRow for R
 where
-    R: Row + FlagColumn,
+    R: Row,
+    R::Database: Dialect<Row = R>,
     for<'n> &'n str: ColumnIndex<R>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
@@ -80,7 +55,7 @@ where
         column(self, name)
     }
     fn flag(&self, name: &str) -> Result<bool, StoreError> {
-        FlagColumn::flag(self, name)
+        R::Database::flag(self, name)
     }
 }
 
@@ -163,25 +138,110 @@ pub(crate) fn decode_refresh_token(row: &impl SchemaRow) -> Result<RefreshToken,
     })
 }
 
-/// The `ORDER BY` clause of a listing: [`ListQuery::apply`]'s order, ties broken by key id.
-/// `collate` follows each text column so that it sorts by bytes, as Rust compares strings, whatever
-/// the database's locale (empty where that is already the default).
-pub(crate) fn push_order<DB: Database>(
-    sql: &mut QueryBuilder<'_, DB>,
-    query: &ListQuery,
-    collate: &str,
-) {
-    let field = match query.sort {
-        SortField::Id => None,
-        SortField::CreationDate => Some("r.created"),
-        SortField::Description => Some("r.description"),
-        SortField::UserName => Some("r.user_name"),
-        SortField::Status => Some("r.effective_status"),
-    };
-    let direction = if query.descending { " DESC" } else { "" };
-    sql.push(" ORDER BY ");
-    if let Some(field) = field {
-        sql.push(field).push(collate).push(direction).push(", ");
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use time::macros::datetime;
+
+    use crate::identity::Status;
+    use crate::key::SecretDigest;
+    use crate::store::sql::tests::{alice_key, exec, id, memory, user};
+    use crate::store::{AccountStore, Company, KeyStore, ListQuery, RefreshToken};
+
+    #[tokio::test]
+    async fn corrupt_key_rows_are_reported_as_corrupt() {
+        let cases = [
+            "UPDATE api_keys SET digest = zeroblob(31)",
+            "UPDATE api_keys SET digest = 'not a blob'",
+            "UPDATE api_keys SET scopes = 'rest,no-such-scope'",
+            "UPDATE api_keys SET scopes = 'rest,'",
+            "UPDATE api_keys SET created = 'yesterday'",
+            "UPDATE api_keys SET status = 'bogus'",
+            "UPDATE api_keys SET read_only = 2",
+            "UPDATE api_keys SET read_only = 'yes'",
+            "UPDATE api_keys SET user_name = x'00ff'",
+            "INSERT INTO owner_status (kind, id, status) VALUES ('user', 'u-alice', 'bogus')",
+            "INSERT INTO owner_status (kind, id, status) VALUES ('company', 'c-Alpha', '')",
+        ];
+        for sql in cases {
+            let store = memory().await;
+            store.insert(alice_key(7)).await.expect("inserted");
+            exec(&store, sql).await;
+            let err = store.get(id(7)).await.expect_err(sql);
+            assert!(err.is_corrupt(), "{sql}: {err}");
+            assert!(err.to_string().contains("key 7"), "{sql}: {err}");
+            let err = store.list(&ListQuery::default()).await.expect_err(sql);
+            assert!(err.is_corrupt(), "{sql}: {err}");
+        }
+
+        let store = memory().await;
+        store.insert(alice_key(7)).await.expect("inserted");
+        exec(&store, "UPDATE api_keys SET id = -7").await;
+        let err = store.list(&ListQuery::default()).await.unwrap_err();
+        assert!(err.is_corrupt(), "{err}");
     }
-    sql.push("r.id").push(direction);
+
+    #[tokio::test]
+    async fn corrupt_account_rows_are_reported_as_corrupt() {
+        let store = memory().await;
+        store
+            .create_user(user("u-alice", "alice", Status::Enabled))
+            .await
+            .expect("created");
+        exec(&store, "UPDATE users SET role = 'root'").await;
+        assert!(store.user("u-alice").await.unwrap_err().is_corrupt());
+        assert!(store.user_by_name("alice").await.unwrap_err().is_corrupt());
+        assert!(store
+            .list_users(None, 0, 10)
+            .await
+            .unwrap_err()
+            .is_corrupt());
+        exec(&store, "UPDATE users SET role = 'user', status = 'bogus'").await;
+        assert!(store.user("u-alice").await.unwrap_err().is_corrupt());
+        exec(
+            &store,
+            "UPDATE users SET status = 'enabled', created = '2024'",
+        )
+        .await;
+        assert!(store.user("u-alice").await.unwrap_err().is_corrupt());
+
+        store
+            .create_company(Company {
+                uid: "c-Alpha".into(),
+                name: "Alpha".into(),
+                status: Status::Enabled,
+                profile: Default::default(),
+                token_generation: 0,
+            })
+            .await
+            .expect("created");
+        exec(&store, "UPDATE companies SET status = 'bogus'").await;
+        assert!(store.company("c-Alpha").await.unwrap_err().is_corrupt());
+        assert!(store.list_companies(0, 10).await.unwrap_err().is_corrupt());
+
+        let digest = SecretDigest::from_bytes([9; 32]);
+        store
+            .put_refresh_token(RefreshToken {
+                digest,
+                user_uid: "u-alice".into(),
+                read_only: false,
+                expires: datetime!(2030-01-01 0:00 UTC),
+                family: "f".into(),
+                user_generation: 0,
+                company_generation: 0,
+            })
+            .await
+            .expect("stored");
+        exec(&store, "UPDATE refresh_tokens SET expires = 'soon'").await;
+        assert!(store
+            .take_refresh_token(&digest)
+            .await
+            .unwrap_err()
+            .is_corrupt());
+        // Rolled back: the token is still there to be looked at.
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens")
+            .fetch_one(&store.sql.pool)
+            .await
+            .expect("count");
+        assert_eq!(left, 1);
+    }
 }
