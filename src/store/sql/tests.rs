@@ -42,7 +42,7 @@ pub(crate) fn record(
         digest: SecretDigest::from_bytes([raw as u8; 32]),
         owner,
         description: description.to_owned(),
-        read_only: raw % 2 == 0,
+        read_only: raw.is_multiple_of(2),
         scopes: Scopes::from([Scope::REST]),
         status: Status::Enabled,
         user_status: Status::Enabled,
@@ -262,7 +262,7 @@ async fn refresh_tokens_are_used_once_and_replays_recognised() {
     let token = |byte: u8, uid: &str, family: &str| RefreshToken {
         digest: SecretDigest::from_bytes([byte; 32]),
         user_uid: uid.to_owned(),
-        read_only: byte % 2 == 0,
+        read_only: byte.is_multiple_of(2),
         expires: datetime!(2030-01-01 0:00:00.5 +01:00),
         family: family.into(),
         user_generation: u64::from(byte),
