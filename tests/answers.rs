@@ -40,10 +40,7 @@ async fn faulty(timeout: Duration) -> (FaultStore, KeyRing, String) {
 async fn valid_key_reaches_the_inner_service_unchanged() {
     let ring = memory_ring();
     let issued = issue(&ring, NewKey::new(alice()).description("valid")).await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     send(service, get_with_key(issued.key()))
         .await
@@ -53,10 +50,7 @@ async fn valid_key_reaches_the_inner_service_unchanged() {
 
 #[tokio::test]
 async fn no_header_gets_401_without_error() {
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(memory_ring()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(memory_ring()));
 
     let answer = send(service, request(Method::GET, "/things", &[])).await;
     answer.assert_refused(401, Some(MISSING));
@@ -66,10 +60,7 @@ async fn no_header_gets_401_without_error() {
 #[tokio::test]
 async fn refusal_without_credentials_is_ready_on_first_poll() {
     // A refusal is ready on the first poll: no store or validator is asked for a missing header.
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(memory_ring()))
-        .service_fn(probe.handler());
+    let (_probe, service) = Probe::behind(ApiKeyLayer::new(memory_ring()));
     let mut future = Box::pin(send(service, request(Method::GET, "/", &[])));
     let waker = std::task::Waker::noop();
     let mut cx = std::task::Context::from_waker(waker);
@@ -84,10 +75,7 @@ async fn other_scheme_gets_401_without_error() {
     let ring = memory_ring();
     let issued = issue(&ring, NewKey::new(alice()).description("valid")).await;
     let key = issued.key();
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     // A valid key behind another scheme, or with no scheme at all, is not a bearer credential.
     for value in [
@@ -113,10 +101,7 @@ async fn two_authorization_headers_get_400() {
     let ring = memory_ring();
     let issued = issue(&ring, NewKey::new(alice()).description("valid")).await;
     let valid = bearer(issued.key());
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     let cases: [[&str; 2]; 6] = [
         [&valid, &valid],
@@ -136,10 +121,7 @@ async fn two_authorization_headers_get_400() {
 
 #[tokio::test]
 async fn empty_bearer_gets_400() {
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(memory_ring()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(memory_ring()));
 
     for value in ["Bearer", "Bearer ", "Bearer    ", "Bearer \t", "bearer  "] {
         let answer = send(service.clone(), request(Method::GET, "/things", &[value])).await;
@@ -153,10 +135,7 @@ async fn non_token68_gets_400() {
     let ring = memory_ring();
     let issued = issue(&ring, NewKey::new(alice()).description("valid")).await;
     let key = issued.key();
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     let mut values: Vec<Vec<u8>> = [
         "Bearer a b".to_owned(),
@@ -192,10 +171,7 @@ async fn non_token68_gets_400() {
 async fn oversized_header_gets_400() {
     let ring = memory_ring();
     let issued = issue(&ring, NewKey::new(alice()).description("valid")).await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
 
     // Default limit: 4096 bytes. At the limit the value is read (and refused as a bad token); one
     // byte more and it is not read at all.
@@ -233,10 +209,7 @@ async fn header_and_access_token_query_get_400() {
     let ring = memory_ring();
     let issued = issue(&ring, NewKey::new(alice()).description("valid")).await;
     let key = issued.key();
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     for uri in [
         format!("/things?access_token={key}"),
@@ -261,10 +234,7 @@ async fn header_and_access_token_query_get_400() {
 async fn access_token_query_alone_gets_401_without_error() {
     let ring = memory_ring();
     let issued = issue(&ring, NewKey::new(alice()).description("valid")).await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     let uri = format!("/things?access_token={}", issued.key());
     let answer = send(service, request(Method::GET, &uri, &[])).await;
@@ -276,10 +246,7 @@ async fn access_token_query_alone_gets_401_without_error() {
 async fn scheme_name_is_case_insensitive() {
     let ring = memory_ring();
     let issued = issue(&ring, NewKey::new(alice()).description("valid")).await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
         let value = format!("{scheme} {}", issued.key());
@@ -294,10 +261,7 @@ async fn scheme_name_is_case_insensitive() {
 async fn trailing_whitespace_is_tolerated() {
     let ring = memory_ring();
     let issued = issue(&ring, NewKey::new(alice()).description("valid")).await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     for tail in [" ", "\t", "  ", " \t "] {
         let value = format!("Bearer {}{tail}", issued.key());
@@ -312,10 +276,7 @@ async fn trailing_whitespace_is_tolerated() {
 async fn secret_token_wrapper_is_accepted() {
     let ring = memory_ring();
     let issued = issue(&ring, NewKey::new(alice()).description("valid")).await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     let wrapped = format!("secret-token:{}", issued.key());
     send(service.clone(), get_with_key(&wrapped))
@@ -340,10 +301,7 @@ async fn bad_checksum_gets_401_invalid_token_without_store_call() {
     )
     .await;
     let store = FaultStore::new(memory);
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(KeyRing::new(store.clone())))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(KeyRing::new(store.clone())));
 
     for value in [
         with_bad_checksum(issued.key()),
@@ -403,10 +361,7 @@ async fn unknown_id_wrong_secret_disabled_get_identical_answers() {
         ("warm", ring.clone()),
         ("cold", KeyRing::new(memory.clone())),
     ] {
-        let probe = Probe::new();
-        let service = ServiceBuilder::new()
-            .layer(ApiKeyLayer::new(ring))
-            .service_fn(probe.handler());
+        let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
         let first = send(service.clone(), get_with_key(good.key())).await;
         first.assert_passed();
         let reference = send(service.clone(), get_with_key(&unknown_key())).await;
@@ -429,10 +384,7 @@ async fn missing_scope_gets_403_naming_scope() {
         NewKey::new(alice()).description("ui").scope(Scope::UI),
     )
     .await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring).require_scope(Scope::REST))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring).require_scope(Scope::REST));
 
     let answer = send(service, get_with_key(ui_only.key())).await;
     answer.assert_refused(
@@ -450,10 +402,7 @@ async fn read_only_write_gets_403() {
         NewKey::new(alice()).description("reader").read_only(true),
     )
     .await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     let post = request(Method::POST, "/things", &[&bearer(read_only.key())]);
     send(service, post)
@@ -466,10 +415,7 @@ async fn read_only_write_gets_403() {
 async fn store_error_gets_503_and_inner_not_called() {
     let (store, ring, key) = faulty(Duration::from_secs(5)).await;
     store.set(Fault::Error);
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     let answer = send(service, get_with_key(&key)).await;
     answer.assert_refused(503, None);
@@ -480,10 +426,7 @@ async fn store_error_gets_503_and_inner_not_called() {
 #[tokio::test]
 async fn store_error_is_not_remembered() {
     let (store, ring, key) = faulty(Duration::from_secs(5)).await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     store.set(Fault::Error);
     send(service.clone(), get_with_key(&key))
@@ -499,10 +442,7 @@ async fn store_error_is_not_remembered() {
 async fn store_timeout_gets_503() {
     let (store, ring, key) = faulty(Duration::from_millis(50)).await;
     store.set(Fault::Sleep(Duration::from_secs(3600)));
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     send(service.clone(), get_with_key(&key))
         .await
@@ -519,10 +459,7 @@ async fn store_timeout_gets_503() {
 async fn store_answering_with_another_keys_record_gets_503() {
     let (store, ring, key) = faulty(Duration::from_secs(5)).await;
     store.set(Fault::WrongRecord);
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     send(service, get_with_key(&key))
         .await
@@ -537,10 +474,7 @@ async fn store_answering_with_another_keys_record_gets_503() {
 async fn store_panic_propagates_without_calling_inner() {
     let (store, ring, key) = faulty(Duration::from_secs(5)).await;
     store.set(Fault::Panic);
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
 
     let outcome = tokio::spawn(send(service.clone(), get_with_key(&key))).await;
     let error = outcome.expect_err("the store's panic reaches the request's task");
@@ -560,10 +494,7 @@ async fn store_panic_propagates_without_calling_inner() {
 
 #[tokio::test]
 async fn realm_is_configurable() {
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(memory_ring()).with_realm("tenant a"))
-        .service_fn(probe.handler());
+    let (_probe, service) = Probe::behind(ApiKeyLayer::new(memory_ring()).with_realm("tenant a"));
 
     let answer = send(service.clone(), request(Method::GET, "/", &[])).await;
     answer.assert_refused(401, Some(r#"Bearer realm="tenant a""#));
@@ -644,14 +575,11 @@ async fn on_rejection_hook_replaces_the_answer_and_sees_the_reason() {
                 .expect("response")
         }
     };
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(
-            ApiKeyLayer::new(ring)
-                .require_scope(Scope::REST)
-                .on_rejection(hook),
-        )
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(
+        ApiKeyLayer::new(ring)
+            .require_scope(Scope::REST)
+            .on_rejection(hook),
+    );
 
     let cases = [
         (request(Method::GET, "/", &[]), Reason::NoCredentials),
@@ -715,10 +643,7 @@ async fn on_rejection_hook_sees_store_failures() {
             rejection.into_response::<Body>()
         }
     };
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring).on_rejection(hook))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring).on_rejection(hook));
 
     send(service, get_with_key(&key))
         .await
@@ -868,10 +793,7 @@ async fn debug_output_never_shows_a_key_or_its_secret() {
             rejection.into_response::<Body>()
         })
     };
-    let probe = Probe::new();
-    let mut service = ServiceBuilder::new()
-        .layer(hooked.clone())
-        .service_fn(probe.handler());
+    let (probe, mut service) = Probe::behind(hooked.clone());
 
     send(service.clone(), get_with_key(&key))
         .await
@@ -962,10 +884,7 @@ async fn log_lines_never_show_a_key_or_its_secret() {
         .set_default();
 
     let (store, ring, key) = faulty(Duration::from_millis(50)).await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring).require_scope(Scope::UI))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring).require_scope(Scope::UI));
     store.set(Fault::Error);
     send(service.clone(), get_with_key(&key)).await;
     store.set(Fault::PassThrough);
@@ -1039,10 +958,7 @@ async fn a_refusal_carries_none_of_the_request_headers() {
         ("disabled, cold", vec![bearer(key)], cold(), 401),
     ];
     for (case, authorization, ring, status) in cases {
-        let probe = Probe::new();
-        let service = ServiceBuilder::new()
-            .layer(ApiKeyLayer::new(ring))
-            .service_fn(probe.handler());
+        let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
         let mut request = Request::get("/api/v3/things")
             .header("cookie", "session=s3cr3t-cookie")
             .header("x-forwarded-for", "10.0.0.1")

@@ -71,10 +71,9 @@ async fn read_only_key_may_only_read_by_method() {
     )
     .await;
     for allow_options in [false, true] {
-        let probe = Probe::new();
-        let service = ServiceBuilder::new()
-            .layer(ApiKeyLayer::new(ring.clone()).allow_options_for_read_only(allow_options))
-            .service_fn(probe.handler());
+        let (probe, service) = Probe::behind(
+            ApiKeyLayer::new(ring.clone()).allow_options_for_read_only(allow_options),
+        );
         let mut passed = 0;
         for (method, plain, with_options) in method_matrix() {
             let allowed = if allow_options { with_options } else { plain };
@@ -102,10 +101,7 @@ async fn read_only_key_may_only_read_by_method() {
 async fn read_write_key_may_use_every_method() {
     let ring = memory_ring();
     let writer = issue(&ring, NewKey::new(alice()).description("writer")).await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     let matrix = method_matrix();
     for (method, ..) in &matrix {
@@ -127,10 +123,7 @@ async fn method_override_does_not_let_a_read_only_key_write() {
         NewKey::new(alice()).description("reader").read_only(true),
     )
     .await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring).allow_options_for_read_only(true))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring).allow_options_for_read_only(true));
 
     let auth = bearer(reader.key());
     let mut requests = Vec::new();
@@ -186,10 +179,8 @@ async fn required_scope_is_checked_against_the_key_scopes() {
             NewKey::new(alice()).description("scoped").scopes(scopes),
         )
         .await;
-        let probe = Probe::new();
-        let service = ServiceBuilder::new()
-            .layer(ApiKeyLayer::new(ring.clone()).require_scope(required))
-            .service_fn(probe.handler());
+        let (probe, service) =
+            Probe::behind(ApiKeyLayer::new(ring.clone()).require_scope(required));
         let answer = send(service, get_with_key(key.key())).await;
         if allowed {
             answer.assert_passed();
@@ -204,10 +195,7 @@ async fn required_scope_is_checked_against_the_key_scopes() {
 async fn without_a_scope_rule_any_valid_key_passes() {
     let ring = memory_ring();
     let no_scopes = issue(&ring, NewKey::new(alice()).description("bare")).await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     send(service, get_with_key(no_scopes.key()))
         .await
@@ -226,10 +214,7 @@ async fn scope_is_checked_before_read_only() {
             .read_only(true),
     )
     .await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring).require_scope(Scope::REST))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring).require_scope(Scope::REST));
 
     let post = request(Method::POST, "/things", &[&bearer(reader.key())]);
     send(service, post)
@@ -353,10 +338,7 @@ async fn application_scope_registered_at_startup_is_enforced() {
         ]),
     )
     .await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring).require_scope(scope))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring).require_scope(scope));
 
     send(service.clone(), get_with_key(with.key()))
         .await
@@ -386,10 +368,7 @@ async fn only_enabled_keys_pass() {
     }
     // From the index of the issuing ring, and from the store through a cold one.
     for ring in [ring, KeyRing::new(memory)] {
-        let probe = Probe::new();
-        let service = ServiceBuilder::new()
-            .layer(ApiKeyLayer::new(ring))
-            .service_fn(probe.handler());
+        let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
         for (status, key) in &issued {
             let answer = send(service.clone(), get_with_key(key.key())).await;
             if *status == Status::Enabled {
@@ -406,10 +385,7 @@ async fn only_enabled_keys_pass() {
 async fn changing_a_key_status_takes_effect_on_the_next_request() {
     let ring = memory_ring();
     let key = issue(&ring, NewKey::new(alice()).description("toggled")).await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
 
     send(service.clone(), get_with_key(key.key()))
         .await
@@ -449,10 +425,7 @@ async fn disabling_a_user_refuses_all_their_keys_and_reenabling_restores_them() 
     )
     .await;
     let bob_key = issue(&ring, NewKey::new(bob()).description("bob")).await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
 
     ring.set_user_status(&alice().user_uid, Status::Disabled)
         .await
@@ -496,10 +469,7 @@ async fn disabling_a_company_refuses_all_its_keys_and_reenabling_restores_them()
     let alice_key = issue(&ring, NewKey::new(alice()).description("alice")).await;
     let bob_key = issue(&ring, NewKey::new(bob()).description("bob")).await;
     let carol_key = issue(&ring, NewKey::new(carol()).description("carol")).await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
 
     ring.set_company_status(&alice().company_id, Status::Disabled)
         .await
@@ -551,10 +521,8 @@ async fn key_issued_through_another_ring_is_filled_from_the_store() {
     let store = FaultStore::new(memory);
     let ring_b = KeyRing::new(store.clone());
     assert_eq!(cached(&ring_b), (0, 0));
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring_b.clone()).require_scope(Scope::REST))
-        .service_fn(probe.handler());
+    let (probe, service) =
+        Probe::behind(ApiKeyLayer::new(ring_b.clone()).require_scope(Scope::REST));
 
     for _ in 0..3 {
         send(service.clone(), get_with_key(issued.key()))
@@ -583,10 +551,7 @@ async fn layer_over_a_bare_store_reads_keys_from_it() {
     let store = FaultStore::new(memory);
     let layer = ApiKeyLayer::new(store.clone());
     assert_eq!(cached(layer.key_ring()), (0, 0));
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(layer.clone())
-        .service_fn(probe.handler());
+    let (_probe, service) = Probe::behind(layer.clone());
 
     send(service.clone(), get_with_key(issued.key()))
         .await
@@ -612,10 +577,7 @@ async fn concurrent_requests_for_a_cold_key_cause_one_store_get() {
     let ring_b = KeyRing::builder(store.clone())
         .with_lookup_timeout(Duration::from_secs(600))
         .build();
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring_b.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring_b.clone()));
 
     // Hold the store so that every request is waiting before the first lookup finishes.
     store.close();
@@ -660,10 +622,7 @@ async fn requests_waiting_on_a_failed_lookup_share_its_failure() {
     let ring = KeyRing::builder(store.clone())
         .with_lookup_timeout(Duration::from_secs(600))
         .build();
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
 
     store.close();
     let polled = Arc::new(AtomicUsize::new(0));
@@ -707,10 +666,7 @@ async fn requests_waiting_on_a_failed_lookup_share_its_failure() {
 async fn unknown_id_is_remembered_without_a_second_store_get() {
     let store = FaultStore::new(MemoryStore::new());
     let ring = KeyRing::new(store.clone());
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
 
     let unknown = unknown_key();
     for key in [
@@ -736,10 +692,7 @@ async fn wrong_secret_on_a_cold_key_fills_the_index_for_the_right_one() {
     )
     .await;
     let store = FaultStore::new(memory);
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(KeyRing::new(store.clone())))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(KeyRing::new(store.clone())));
 
     send(
         service.clone(),
@@ -804,10 +757,7 @@ async fn non_key_bearer_reaches_the_validator() {
         KeyRing::new(store.clone()),
         token_login(Scopes::from(Scope::REST), false),
     );
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(layer);
 
     send(service.clone(), get_with_key(GOOD_TOKEN))
         .await
@@ -852,10 +802,7 @@ async fn key_shaped_values_never_reach_the_validator() {
     )
     .await;
     let (layer, calls) = with_validator(KeyRing::new(memory), token_login(Scopes::EMPTY, false));
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(layer);
 
     send(service.clone(), get_with_key(issued.key()))
         .await
@@ -885,10 +832,7 @@ async fn key_shaped_values_never_reach_the_validator() {
 #[tokio::test]
 async fn validator_unavailable_gets_503() {
     let (layer, calls) = with_validator(memory_ring(), token_login(Scopes::EMPTY, false));
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(layer);
 
     send(service, get_with_key(DOWN_TOKEN))
         .await
@@ -900,10 +844,7 @@ async fn validator_unavailable_gets_503() {
 #[tokio::test]
 async fn validator_invalid_gets_401_invalid_token() {
     let (layer, calls) = with_validator(memory_ring(), token_login(Scopes::EMPTY, false));
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(layer);
 
     let refused = send(service.clone(), get_with_key("expired-token")).await;
     refused.assert_refused(401, Some(INVALID_TOKEN));
@@ -915,10 +856,7 @@ async fn validator_invalid_gets_401_invalid_token() {
 
 #[tokio::test]
 async fn no_validator_gets_401_invalid_token() {
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(memory_ring()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(memory_ring()));
 
     for value in [GOOD_TOKEN, "eyJhbGciOiJIUzI1NiJ9.e30.c2ln"] {
         send(service.clone(), get_with_key(value))
@@ -936,10 +874,7 @@ async fn token_identity_scopes_are_enforced() {
         (Scopes::from([Scope::UI, Scope::REST]), true),
     ] {
         let (layer, _) = with_validator(memory_ring(), token_login(scopes, false));
-        let probe = Probe::new();
-        let service = ServiceBuilder::new()
-            .layer(layer.require_scope(Scope::REST))
-            .service_fn(probe.handler());
+        let (probe, service) = Probe::behind(layer.require_scope(Scope::REST));
         let answer = send(service, get_with_key(GOOD_TOKEN)).await;
         if allowed {
             answer.assert_passed();
@@ -954,10 +889,7 @@ async fn token_identity_scopes_are_enforced() {
 async fn token_identity_read_only_is_enforced() {
     for allow_options in [false, true] {
         let (layer, _) = with_validator(memory_ring(), token_login(Scopes::EMPTY, true));
-        let probe = Probe::new();
-        let service = ServiceBuilder::new()
-            .layer(layer.allow_options_for_read_only(allow_options))
-            .service_fn(probe.handler());
+        let (probe, service) = Probe::behind(layer.allow_options_for_read_only(allow_options));
         let mut passed = 0;
         for (method, plain, with_options) in method_matrix() {
             let answer = send(
@@ -994,10 +926,7 @@ async fn inner_service_sees_the_key_identity() {
 
     // The identity comes from the index of the issuing ring, and from a cold ring's store read.
     for ring in [ring, KeyRing::new(memory.clone())] {
-        let probe = Probe::new();
-        let service = ServiceBuilder::new()
-            .layer(ApiKeyLayer::new(ring).require_scope(Scope::REST))
-            .service_fn(probe.handler());
+        let (probe, service) = Probe::behind(ApiKeyLayer::new(ring).require_scope(Scope::REST));
         send(service, get_with_key(issued.key()))
             .await
             .assert_passed();
@@ -1047,10 +976,7 @@ async fn inner_service_sees_the_key_identity() {
 async fn inner_service_sees_the_token_identity() {
     let login = token_login(Scopes::from(Scope::REST), false);
     let (layer, _) = with_validator(memory_ring(), login.clone());
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(layer.require_scope(Scope::REST))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(layer.require_scope(Scope::REST));
 
     send(service, get_with_key(GOOD_TOKEN))
         .await
@@ -1068,10 +994,7 @@ async fn inner_service_sees_the_token_identity() {
 async fn key_identity_login_is_none_once_the_ring_is_gone() {
     let ring = memory_ring();
     let issued = issue(&ring, NewKey::new(alice()).description("short-lived")).await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
     send(service, get_with_key(issued.key()))
         .await
         .assert_passed();
@@ -1091,10 +1014,7 @@ async fn token_identity_that_is_not_enabled_gets_401() {
         let mut login = token_login(Scopes::from(Scope::REST), false);
         login.status = status;
         let (layer, calls) = with_validator(memory_ring(), login);
-        let probe = Probe::new();
-        let service = ServiceBuilder::new()
-            .layer(layer)
-            .service_fn(probe.handler());
+        let (probe, service) = Probe::behind(layer);
 
         send(service, get_with_key(GOOD_TOKEN))
             .await
@@ -1119,10 +1039,7 @@ async fn hanging_validator_is_cut_by_the_lookup_timeout_with_503() {
     let ring = KeyRing::builder(MemoryStore::new())
         .with_lookup_timeout(std::time::Duration::from_millis(50))
         .build();
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring).with_token_validator(Hanging))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring).with_token_validator(Hanging));
 
     send(service, get_with_key(GOOD_TOKEN))
         .await
@@ -1133,10 +1050,7 @@ async fn hanging_validator_is_cut_by_the_lookup_timeout_with_503() {
 #[tokio::test]
 async fn secret_token_wrapper_is_removed_before_the_validator_sees_the_token() {
     let (layer, calls) = with_validator(memory_ring(), token_login(Scopes::EMPTY, false));
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(layer);
 
     let wrapped = format!("secret-token:{GOOD_TOKEN}");
     let answer = send(service, get_with_key(&wrapped)).await;

@@ -38,10 +38,7 @@ async fn corrupt_record_gets_503_and_is_not_cached() {
     let key = stored_key(&memory).await;
     let store = FaultStore::new(memory);
     let ring = ring_over(&store, Duration::from_secs(5));
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
 
     store.set(Fault::Corrupt);
     for _ in 0..2 {
@@ -72,10 +69,7 @@ async fn statuses_a_store_reports_are_obeyed_and_unknown_ones_refused() {
     ] {
         store.set(Fault::Statuses(statuses.0, statuses.1, statuses.2));
         let ring = ring_over(&store, Duration::from_secs(5));
-        let probe = Probe::new();
-        let service = ServiceBuilder::new()
-            .layer(ApiKeyLayer::new(ring.clone()))
-            .service_fn(probe.handler());
+        let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
         let gets = store.gets();
         // From the store, then from the index (where the record is cached with its status).
         for _ in 0..2 {
@@ -96,10 +90,7 @@ async fn slow_store_is_cut_by_the_lookup_timeout() {
     let key = stored_key(&memory).await;
     let store = FaultStore::new(memory);
     let ring = ring_over(&store, timeout);
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
 
     for sleep in [Duration::from_secs(1), Duration::from_secs(10)] {
         store.set(Fault::Sleep(sleep));
@@ -131,10 +122,7 @@ async fn lookups_in_flight_are_bounded() {
         .with_lookup_timeout(Duration::from_secs(600))
         .with_max_inflight_lookups(MAX)
         .build();
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
 
     // Fifty distinct unknown ids at once, with the store held: only MAX lookups may be asked.
     store.close();
@@ -170,10 +158,7 @@ async fn lookups_waiting_for_a_permit_time_out_with_503() {
         .with_lookup_timeout(Duration::from_millis(100))
         .with_max_inflight_lookups(1)
         .build();
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
 
     store.close();
     let mut tasks = vec![tokio::spawn(send(service.clone(), get_with_key(&key)))];
@@ -194,10 +179,7 @@ async fn no_failure_is_ever_cached() {
     let key = stored_key(&memory).await;
     let store = FaultStore::new(memory);
     let ring = ring_over(&store, Duration::from_millis(50));
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
     let unknown = unknown_key();
 
     for fault in [
@@ -243,10 +225,7 @@ async fn panicking_store_under_concurrent_waiters_never_admits_and_recovers() {
     let key = stored_key(&memory).await;
     let store = FaultStore::new(memory);
     let ring = ring_over(&store, Duration::from_secs(30));
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
 
     // Ten requests for one cold key share a single-flight lookup; whoever runs it panics.
     store.set(Fault::Panic);

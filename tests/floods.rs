@@ -8,7 +8,7 @@
 
 mod common;
 
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceExt;
 use tower_api_key::{ApiKeyLayer, KeyRing, MemoryStore, NewKey, RingStats};
 
 use common::*;
@@ -43,10 +43,7 @@ async fn floods_of_bogus_keys_cost_no_store_call_or_bounded_memory() {
     .await;
     let store = FaultStore::new(memory);
     let ring = KeyRing::new(store.clone());
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
     let mut rng = TestRng::new(0xf100d);
     let before = rss_kib();
 

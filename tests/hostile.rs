@@ -98,10 +98,7 @@ async fn every_single_bit_flip_of_a_valid_key_is_refused() {
 #[tokio::test]
 async fn every_byte_value_inside_a_key_is_refused_or_cannot_be_sent() {
     let (store, ring, issued) = cold().await;
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     let position = "Bearer tak_".len() + 11 + 20;
     let mut unsendable = Vec::new();
@@ -144,10 +141,7 @@ async fn every_byte_value_inside_a_key_is_refused_or_cannot_be_sent() {
 async fn non_ascii_and_invalid_utf8_are_refused() {
     let (store, ring, issued) = cold().await;
     let key = issued.key();
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     let in_value: Vec<Vec<u8>> = vec![
         format!("Bearer {key}é").into_bytes(),
@@ -287,10 +281,7 @@ async fn control_bytes_sent_on_the_wire_never_reach_the_layer() {
 async fn authorization_of_64_kib_is_refused_without_store_call() {
     let (store, ring, issued) = cold().await;
     let key = issued.key();
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring.clone()))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring.clone()));
 
     let big = 64 * 1024;
     let cases = [
@@ -331,10 +322,7 @@ async fn authorization_of_64_kib_is_refused_without_store_call() {
 async fn a_thousand_headers() {
     let (store, ring, issued) = cold().await;
     let auth = bearer(issued.key());
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
     let others = |request: &mut Request<Body>| {
         for i in 0..1000 {
             let name = HeaderName::try_from(format!("x-noise-{i}")).expect("name");
@@ -375,10 +363,7 @@ async fn duplicate_authorization_in_either_order_is_refused_without_store_call()
     let (store, ring, issued) = cold().await;
     let valid = bearer(issued.key());
     let lower = format!("bearer {}", issued.key());
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     let invalid = [
         "Bearer not-a-key".to_owned(),
@@ -407,10 +392,7 @@ async fn duplicate_authorization_in_either_order_is_refused_without_store_call()
 async fn header_and_access_token_parameter_get_400_without_store_call() {
     let (store, ring, issued) = cold().await;
     let key = issued.key();
-    let probe = Probe::new();
-    let service = ServiceBuilder::new()
-        .layer(ApiKeyLayer::new(ring))
-        .service_fn(probe.handler());
+    let (probe, service) = Probe::behind(ApiKeyLayer::new(ring));
 
     for query in [
         format!("access_token={key}"),

@@ -11,7 +11,6 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use sha2::{Digest, Sha256};
-use tower::ServiceBuilder;
 use tower_api_key::key::{KeyError, KeyFormat, SecretDigest};
 use tower_api_key::token::validator_fn;
 use tower_api_key::{
@@ -251,15 +250,12 @@ fn authorization_header_agrees_with_the_reference() {
                     rejection.into_response::<Body>()
                 }
             };
-            let probe = Probe::new();
-            let service = ServiceBuilder::new()
-                .layer(
-                    ApiKeyLayer::new(ring.clone())
-                        .with_token_validator(validator)
-                        .with_max_header_len(max_len)
-                        .on_rejection(hook),
-                )
-                .service_fn(probe.handler());
+            let (probe, service) = Probe::behind(
+                ApiKeyLayer::new(ring.clone())
+                    .with_token_validator(validator)
+                    .with_max_header_len(max_len)
+                    .on_rejection(hook),
+            );
             let uri = match query {
                 Some(q) => format!("/things?{q}"),
                 None => "/things".to_owned(),
@@ -417,10 +413,7 @@ fn authorization_decision_matches_the_table() {
                     if let Some(scope) = case.required {
                         layer = layer.require_scope(scope);
                     }
-                    let probe = Probe::new();
-                    let service = ServiceBuilder::new()
-                        .layer(layer)
-                        .service_fn(probe.handler());
+                    let (probe, service) = Probe::behind(layer);
                     let request = request(case.method.clone(), "/things", &[&bearer(key.key())]);
                     let answer = send(service, request).await;
                     match &verdict {

@@ -18,7 +18,7 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::watch;
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_api_key::key::KeyFormat;
 use tower_api_key::store::{KeyRecord, KeyUpdate, ListQuery, Page, StoreError};
 use tower_api_key::{
@@ -166,7 +166,7 @@ pub(crate) fn get_with_key(key: &str) -> Request<Body> {
 
 /// An inner service that counts its calls and keeps the identity of the last request, with the full
 /// login as it read it while it ran.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Probe {
     calls: Arc<AtomicUsize>,
     identity: Arc<Mutex<Option<Identity>>>,
@@ -193,6 +193,13 @@ impl Probe {
         }
     }
 
+    /// `layer` in front of a fresh probe, built the way users build it: the probe, and the service.
+    pub(crate) fn behind<L: Layer<Probe>>(layer: L) -> (Probe, L::Service) {
+        let probe = Probe::new();
+        let service = ServiceBuilder::new().layer(layer).service(probe.clone());
+        (probe, service)
+    }
+
     /// How often the inner service ran.
     pub(crate) fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
@@ -206,6 +213,24 @@ impl Probe {
     /// `Identity::login` as the inner service saw it during the last request.
     pub(crate) fn login(&self) -> Option<Arc<UserLogin>> {
         self.login.lock().expect("lock").clone()
+    }
+}
+
+/// The probe as an inner service: what [`Probe::handler`] does, for `ServiceBuilder::service`.
+impl Service<Request<Body>> for Probe {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        (self.handler())(request)
     }
 }
 
