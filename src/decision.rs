@@ -5,7 +5,6 @@
 //! does not hold, or whose token a validator must read, waits on a [`Check`] and comes back through
 //! [`Config::admit`], so both paths end in the same checks.
 
-use http::request::Parts;
 use http::{Method, Request};
 
 use crate::future::Check;
@@ -13,7 +12,7 @@ use crate::header;
 use crate::identity::Identity;
 use crate::key::{KeyError, KeyId, ParsedKey, SECRET_TOKEN_SCHEME};
 use crate::layer::Config;
-use crate::policy::{authorize, ScopeRule};
+use crate::policy::authorize;
 use crate::rejection::{Reason, Rejection};
 use crate::scope::Scope;
 
@@ -28,21 +27,6 @@ pub(crate) enum Decision {
 }
 
 impl Config {
-    /// The scope the request needs. Only the request-dependent rule takes the request apart; the
-    /// others leave it in place, so it is moved once, into the inner service.
-    #[inline]
-    pub(crate) fn required_scope<B>(&self, request: Request<B>) -> (Request<B>, Option<Scope>) {
-        match &self.scope {
-            ScopeRule::None => (request, None),
-            ScopeRule::Fixed(scope) => (request, Some(*scope)),
-            ScopeRule::FromParts(f) => {
-                let (parts, body): (Parts, B) = request.into_parts();
-                let scope = f(&parts);
-                (Request::from_parts(parts, body), scope)
-            }
-        }
-    }
-
     /// Header, then key or token, as far as it goes without waiting.
     #[inline]
     pub(crate) fn decide<B>(&self, request: &Request<B>, required: Option<Scope>) -> Decision {

@@ -24,6 +24,18 @@ pub(crate) enum ScopeRule {
     FromParts(ScopeFn),
 }
 
+impl ScopeRule {
+    /// The scope every request needs, or the function that reads it from a request's parts.
+    #[inline]
+    pub(crate) fn fixed(&self) -> Result<Option<Scope>, &ScopeFn> {
+        match self {
+            Self::None => Ok(None),
+            Self::Fixed(scope) => Ok(Some(*scope)),
+            Self::FromParts(f) => Err(f),
+        }
+    }
+}
+
 impl fmt::Debug for ScopeRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -73,8 +73,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let (mut request, required) = self.config.required_scope(request);
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let required = match self.config.scope.fixed() {
+            Ok(required) => required,
+            // Only a request-dependent rule takes the request apart; the others leave it in
+            // place, so it is moved once, into the inner service.
+            Err(from_parts) => {
+                let (parts, body) = request.into_parts();
+                let required = from_parts(&parts);
+                request = Request::from_parts(parts, body);
+                required
+            }
+        };
         match self.config.decide(&request, required) {
             Decision::Admit(identity) => {
                 request.extensions_mut().insert(identity);
