@@ -63,10 +63,10 @@ impl KeyId {
         self.0
     }
 
-    fn random() -> Result<Self, KeyError> {
+    fn random() -> Result<Self, RngError> {
         loop {
             let mut bytes = [0u8; 8];
-            getrandom::fill(&mut bytes).map_err(|_| KeyError::Rng)?;
+            getrandom::fill(&mut bytes).map_err(|_| RngError(()))?;
             if let Some(id) = Self::new(u64::from_le_bytes(bytes) & MAX_KEY_ID) {
                 return Ok(id);
             }
@@ -122,7 +122,7 @@ impl fmt::Debug for SecretDigest {
     }
 }
 
-/// Why a value is not a usable key.
+/// Why a value is not a usable key: what [`KeyFormat::parse`] refuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyError {
@@ -132,10 +132,6 @@ pub enum KeyError {
     Malformed,
     /// Key-shaped, but the checksum does not match: a typo or a forgery.
     BadChecksum,
-    /// The prefix is not 2 to 16 characters of `[a-z0-9]`.
-    InvalidPrefix,
-    /// The operating system's random number generator failed.
-    Rng,
 }
 
 impl fmt::Display for KeyError {
@@ -144,13 +140,35 @@ impl fmt::Display for KeyError {
             Self::NotKeyShaped => "value is not an API key",
             Self::Malformed => "malformed API key",
             Self::BadChecksum => "API key checksum mismatch",
-            Self::InvalidPrefix => "key prefix must be 2 to 16 characters of [a-z0-9]",
-            Self::Rng => "the OS random number generator failed",
         })
     }
 }
 
 impl std::error::Error for KeyError {}
+
+/// A prefix [`KeyFormat::new`] refuses: not 2 to 16 characters of `[a-z0-9]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvalidPrefix(());
+
+impl fmt::Display for InvalidPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("key prefix must be 2 to 16 characters of [a-z0-9]")
+    }
+}
+
+impl std::error::Error for InvalidPrefix {}
+
+/// The operating system's random number generator failed, so [`KeyFormat::generate`] made no key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RngError(());
+
+impl fmt::Display for RngError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the OS random number generator failed")
+    }
+}
+
+impl std::error::Error for RngError {}
 
 /// The issuer prefix and the rules that go with it.
 #[derive(Clone, PartialEq, Eq)]
@@ -161,13 +179,13 @@ pub struct KeyFormat {
 
 impl KeyFormat {
     /// A format with the given prefix (2 to 16 characters of `[a-z0-9]`).
-    pub fn new(prefix: &str) -> Result<Self, KeyError> {
+    pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
         let ok = (2..=MAX_PREFIX_LEN).contains(&prefix.len())
             && prefix
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if !ok {
-            return Err(KeyError::InvalidPrefix);
+            return Err(InvalidPrefix(()));
         }
         Ok(Self {
             head: format!("{prefix}_").into_boxed_str(),
@@ -232,10 +250,10 @@ impl KeyFormat {
     }
 
     /// Generates a fresh key from the OS CSPRNG.
-    pub fn generate(&self) -> Result<GeneratedKey, KeyError> {
+    pub fn generate(&self) -> Result<GeneratedKey, RngError> {
         let id = KeyId::random()?;
         let mut secret = Zeroizing::new([0u8; 32]);
-        getrandom::fill(&mut secret[..]).map_err(|_| KeyError::Rng)?;
+        getrandom::fill(&mut secret[..]).map_err(|_| RngError(()))?;
         Ok(self.assemble(id, &secret))
     }
 
@@ -583,11 +601,7 @@ mod tests {
         assert!(KeyFormat::new("ab").is_ok());
         assert!(KeyFormat::new("abcdefghij012345").is_ok());
         for bad in ["a", "", "Ab", "a_b", "abcdefghij0123456", "ab-"] {
-            assert_eq!(
-                KeyFormat::new(bad).unwrap_err(),
-                KeyError::InvalidPrefix,
-                "{bad}"
-            );
+            assert_eq!(KeyFormat::new(bad).unwrap_err(), InvalidPrefix(()), "{bad}");
         }
     }
 
