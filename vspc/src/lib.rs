@@ -25,7 +25,7 @@
 //!
 //! # Endpoints
 //!
-//! All under `/api/v3` except `/health`. Every endpoint but `/token` sits behind this crate's own
+//! All under `/api/v3` except `/health`. Every endpoint but `/token` sits behind `tower-api-key`'s
 //! [`ApiKeyLayer`] with the `rest` scope, so an API key and an access token both work, read-only
 //! identities may only `GET`, and a refused credential gets the layer's answer.
 //!
