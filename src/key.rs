@@ -63,10 +63,10 @@ impl KeyId {
         self.0
     }
 
-    fn random() -> Result<Self, RngError> {
+    fn random() -> Result<Self, KeyError> {
         loop {
             let mut bytes = [0u8; 8];
-            getrandom::fill(&mut bytes).map_err(|_| RngError(()))?;
+            getrandom::fill(&mut bytes).map_err(|_| KeyError::Rng)?;
             if let Some(id) = Self::new(u64::from_le_bytes(bytes) & MAX_KEY_ID) {
                 return Ok(id);
             }
@@ -122,7 +122,7 @@ impl fmt::Debug for SecretDigest {
     }
 }
 
-/// Why a value is not a usable key: what [`KeyFormat::parse`] refuses.
+/// Why a value is not a usable key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyError {
@@ -132,6 +132,10 @@ pub enum KeyError {
     Malformed,
     /// Key-shaped, but the checksum does not match: a typo or a forgery.
     BadChecksum,
+    /// The prefix is not 2 to 16 characters of `[a-z0-9]`.
+    InvalidPrefix,
+    /// The operating system's random number generator failed.
+    Rng,
 }
 
 impl fmt::Display for KeyError {
@@ -140,35 +144,13 @@ impl fmt::Display for KeyError {
             Self::NotKeyShaped => "value is not an API key",
             Self::Malformed => "malformed API key",
             Self::BadChecksum => "API key checksum mismatch",
+            Self::InvalidPrefix => "key prefix must be 2 to 16 characters of [a-z0-9]",
+            Self::Rng => "the OS random number generator failed",
         })
     }
 }
 
 impl std::error::Error for KeyError {}
-
-/// A prefix [`KeyFormat::new`] refuses: not 2 to 16 characters of `[a-z0-9]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InvalidPrefix(());
-
-impl fmt::Display for InvalidPrefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("key prefix must be 2 to 16 characters of [a-z0-9]")
-    }
-}
-
-impl std::error::Error for InvalidPrefix {}
-
-/// The operating system's random number generator failed, so [`KeyFormat::generate`] made no key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RngError(());
-
-impl fmt::Display for RngError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the OS random number generator failed")
-    }
-}
-
-impl std::error::Error for RngError {}
 
 /// The issuer prefix and the rules that go with it.
 #[derive(Clone, PartialEq, Eq)]
@@ -179,13 +161,13 @@ pub struct KeyFormat {
 
 impl KeyFormat {
     /// A format with the given prefix (2 to 16 characters of `[a-z0-9]`).
-    pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
+    pub fn new(prefix: &str) -> Result<Self, KeyError> {
         let ok = (2..=MAX_PREFIX_LEN).contains(&prefix.len())
             && prefix
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if !ok {
-            return Err(InvalidPrefix(()));
+            return Err(KeyError::InvalidPrefix);
         }
         Ok(Self {
             head: format!("{prefix}_").into_boxed_str(),
@@ -250,10 +232,10 @@ impl KeyFormat {
     }
 
     /// Generates a fresh key from the OS CSPRNG.
-    pub fn generate(&self) -> Result<GeneratedKey, RngError> {
+    pub fn generate(&self) -> Result<GeneratedKey, KeyError> {
         let id = KeyId::random()?;
         let mut secret = Zeroizing::new([0u8; 32]);
-        getrandom::fill(&mut secret[..]).map_err(|_| RngError(()))?;
+        getrandom::fill(&mut secret[..]).map_err(|_| KeyError::Rng)?;
         Ok(self.assemble(id, &secret))
     }
 
@@ -601,7 +583,11 @@ mod tests {
         assert!(KeyFormat::new("ab").is_ok());
         assert!(KeyFormat::new("abcdefghij012345").is_ok());
         for bad in ["a", "", "Ab", "a_b", "abcdefghij0123456", "ab-"] {
-            assert_eq!(KeyFormat::new(bad).unwrap_err(), InvalidPrefix(()), "{bad}");
+            assert_eq!(
+                KeyFormat::new(bad).unwrap_err(),
+                KeyError::InvalidPrefix,
+                "{bad}"
+            );
         }
     }
 

@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use super::KeyRing;
 use crate::identity::{Status, UserLogin};
-use crate::key::{GeneratedKey, KeyId, RngError};
+use crate::key::{GeneratedKey, KeyError, KeyId};
 use crate::scope::{Scope, Scopes};
 use crate::store::{KeyRecord, KeyUpdate, ListQuery, Owner, Page, StoreError};
 
@@ -22,7 +22,7 @@ impl KeyRing {
             validate_description(&new.description)?;
             // Ids are random; a collision with an existing key is retried with a fresh key.
             for _ in 0..4 {
-                let key = self.inner.format.generate().map_err(IssueError::Rng)?;
+                let key = self.inner.format.generate().map_err(IssueError::Key)?;
                 let record = KeyRecord {
                     id: key.id(),
                     digest: key.digest(),
@@ -235,8 +235,8 @@ impl fmt::Debug for IssuedKey {
 pub enum IssueError {
     /// The description is empty, longer than 128 characters or has `<`, `>` or `=`.
     InvalidDescription,
-    /// The operating system's random number generator failed.
-    Rng(RngError),
+    /// Key generation failed.
+    Key(KeyError),
     /// The store failed.
     Store(StoreError),
 }
@@ -247,7 +247,7 @@ impl fmt::Display for IssueError {
             Self::InvalidDescription => f.write_str(
                 "description must be 1 to 128 characters and must not contain '<', '>' or '='",
             ),
-            Self::Rng(e) => write!(f, "key generation failed: {e}"),
+            Self::Key(e) => write!(f, "key generation failed: {e}"),
             Self::Store(e) => write!(f, "{e}"),
         }
     }
@@ -257,7 +257,7 @@ impl std::error::Error for IssueError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Store(e) => Some(e),
-            Self::Rng(e) => Some(e),
+            Self::Key(e) => Some(e),
             Self::InvalidDescription => None,
         }
     }
