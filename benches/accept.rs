@@ -56,6 +56,9 @@ impl SyntheticStore {
             company_status: Status::Enabled,
             created: time::OffsetDateTime::UNIX_EPOCH,
             status_locked: false,
+            expires: None,
+            deprecated: None,
+            last_used: None,
         }
     }
 }

@@ -120,6 +120,9 @@ fn setup() -> &'static Setup {
             company_status: Status::Enabled,
             created: time::OffsetDateTime::UNIX_EPOCH,
             status_locked: false,
+            expires: None,
+            deprecated: None,
+            last_used: None,
         };
         let ring = || {
             let store = MemoryStore::new();

@@ -12,6 +12,7 @@ use crate::header;
 use crate::identity::Identity;
 use crate::key::{KeyError, KeyId, ParsedKey, SECRET_TOKEN_SCHEME};
 use crate::layer::Config;
+use crate::notes::Notes;
 use crate::policy::authorize;
 use crate::rejection::{Reason, Rejection};
 use crate::scope::Scope;
@@ -124,6 +125,25 @@ impl Config {
             self.allow_options,
         )?;
         Ok(identity)
+    }
+
+    /// What an admitted request's answer carries, spending a request of the identity's rate limit
+    /// when there is one; the refusal when that limit is spent.
+    #[inline]
+    pub(crate) fn notes(&self, identity: &Identity) -> Result<Option<Box<Notes>>, Rejection> {
+        let rate = match &self.limiter {
+            None => None,
+            Some(limiter) => {
+                let standing = limiter.check(identity);
+                if !standing.allowed() {
+                    return Err(self
+                        .rejection(Reason::RateLimited, identity.key_id())
+                        .with_rate(standing));
+                }
+                Some(standing)
+            }
+        };
+        Ok(Notes::of(identity, self.expiry_notice, rate))
     }
 
     /// The refusal for `reason`; `key_id` when the value was a key whose id could be read. Traced

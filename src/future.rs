@@ -13,6 +13,7 @@ use tower_service::Service;
 use crate::identity::Identity;
 use crate::key::KeyId;
 use crate::layer::Config;
+use crate::notes::Notes;
 use crate::rejection::{OnRejection, Reason};
 use crate::scope::Scope;
 
@@ -35,7 +36,7 @@ pin_project! {
     where
         S: Service<Request<B>, Response = Response<ResBody>>,
     {
-        Inner { #[pin] future: S::Future },
+        Inner { #[pin] future: S::Future, notes: Option<Box<Notes>> },
         Rejected { response: Option<Response<ResBody>> },
         // Boxed: a request waiting for the store is rare, and an unboxed one would make every
         // response future as large as a request.
@@ -57,9 +58,9 @@ impl<S, B, R, ResBody> ResponseFuture<S, B, R, ResBody>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
 {
-    pub(crate) fn inner(future: S::Future) -> Self {
+    pub(crate) fn inner(future: S::Future, notes: Option<Box<Notes>>) -> Self {
         Self {
-            state: State::Inner { future },
+            state: State::Inner { future, notes },
         }
     }
 
@@ -92,7 +93,13 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Inner { future } => return future.poll(cx),
+                StateProj::Inner { future, notes } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(notes) = notes.take() {
+                        notes.write(response.headers_mut());
+                    }
+                    return Poll::Ready(Ok(response));
+                }
                 StateProj::Rejected { response } => {
                     let response = response
                         .take()
@@ -109,17 +116,23 @@ where
                         required,
                         key_id,
                     } = *call.take().expect("ResponseFuture polled after completion");
-                    let next = match config.admit(outcome, request.method(), required) {
-                        Ok(identity) => {
+                    let admitted = config
+                        .admit(outcome, request.method(), required)
+                        .map_err(|reason| config.rejection(reason, key_id))
+                        .and_then(|identity| {
+                            let notes = config.notes(&identity)?;
+                            Ok((identity, notes))
+                        });
+                    let next = match admitted {
+                        Ok((identity, notes)) => {
                             request.extensions_mut().insert(identity);
                             State::Inner {
                                 future: inner.call(request),
+                                notes,
                             }
                         }
-                        Err(reason) => State::Rejected {
-                            response: Some(
-                                on_rejection.on_rejection(config.rejection(reason, key_id)),
-                            ),
+                        Err(rejection) => State::Rejected {
+                            response: Some(on_rejection.on_rejection(rejection)),
                         },
                     };
                     this.state.set(next);

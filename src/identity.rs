@@ -146,6 +146,17 @@ pub struct UserLogin {
     /// When the identity was created.
     #[serde(with = "time::serde::rfc3339")]
     pub creation_date: OffsetDateTime,
+    /// When the identity stops opening anything; `null` for one that lives until it is disabled or
+    /// deleted.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub expiration_date: Option<OffsetDateTime>,
+    /// When the identity was replaced by a rotation; it lives on until its `expirationDate`.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub deprecation_date: Option<OffsetDateTime>,
+    /// When a request last used the identity (written in batches, so up to one interval late);
+    /// `null` when never used.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub last_used_date: Option<OffsetDateTime>,
 }
 
 /// `identityProviderName` of API-key identities.
@@ -174,6 +185,9 @@ impl fmt::Debug for UserLogin {
             )
             .field("identifier_in_provider", &self.identifier_in_provider)
             .field("creation_date", &self.creation_date)
+            .field("expiration_date", &self.expiration_date)
+            .field("deprecation_date", &self.deprecation_date)
+            .field("last_used_date", &self.last_used_date)
             .finish()
     }
 }
@@ -204,18 +218,29 @@ enum Repr {
         id: KeyId,
         scopes: Scopes,
         read_only: bool,
+        /// Seconds since the Unix epoch; `0`: never.
+        expires: u64,
+        deprecated: bool,
         index: IndexRef,
     },
     Token(Arc<UserLogin>),
 }
 
 impl Identity {
-    pub(crate) fn from_key(id: KeyId, scopes: Scopes, read_only: bool, index: IndexRef) -> Self {
+    pub(crate) fn from_key(
+        id: KeyId,
+        scopes: Scopes,
+        read_only: bool,
+        (expires, deprecated): (u64, bool),
+        index: IndexRef,
+    ) -> Self {
         Self {
             repr: Repr::Key {
                 id,
                 scopes,
                 read_only,
+                expires,
+                deprecated,
                 index,
             },
         }
@@ -263,6 +288,39 @@ impl Identity {
         match &self.repr {
             Repr::Key { read_only, .. } => *read_only,
             Repr::Token(login) => login.is_read_access_only,
+        }
+    }
+
+    /// When the key expires, to the second; `None` for keys that do not, and for tokens.
+    pub fn expires(&self) -> Option<OffsetDateTime> {
+        match self.repr {
+            Repr::Key { expires, .. } if expires != 0 => i64::try_from(expires)
+                .ok()
+                .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()),
+            _ => None,
+        }
+    }
+
+    /// Whether a rotation replaced the key: it works until [`Identity::expires`], its grace period.
+    pub fn is_deprecated(&self) -> bool {
+        matches!(
+            self.repr,
+            Repr::Key {
+                deprecated: true,
+                ..
+            }
+        )
+    }
+
+    /// The expiry in seconds and the deprecation flag, as the slot held them.
+    pub(crate) fn lifecycle(&self) -> (u64, bool) {
+        match self.repr {
+            Repr::Key {
+                expires,
+                deprecated,
+                ..
+            } => (expires, deprecated),
+            Repr::Token(_) => (0, false),
         }
     }
 
@@ -354,6 +412,9 @@ mod tests {
             parameters: String::new(),
             identifier_in_provider: 12,
             creation_date: time::macros::datetime!(2020-08-18 16:02:26.0136931 UTC),
+            expiration_date: None,
+            deprecation_date: None,
+            last_used_date: None,
         };
         let value = serde_json::to_value(&login).expect("serializes");
         let keys: Vec<&str> = value
@@ -376,10 +437,16 @@ mod tests {
             "parameters",
             "identifierInProvider",
             "creationDate",
+            "expirationDate",
+            "deprecationDate",
+            "lastUsedDate",
         ] {
             assert!(keys.contains(&field), "missing {field}");
         }
-        assert_eq!(keys.len(), 13);
+        assert_eq!(keys.len(), 16);
+        // Never-set dates are written as null, not left out.
+        assert_eq!(value["expirationDate"], serde_json::Value::Null);
+        assert_eq!(value["lastUsedDate"], serde_json::Value::Null);
         assert_eq!(value["creationDate"], "2020-08-18T16:02:26.0136931Z");
         assert_eq!(value["scopes"], serde_json::json!(["rest", "integration"]));
         let back: UserLogin = serde_json::from_value(value).expect("parses");
@@ -402,6 +469,9 @@ mod tests {
             parameters: "tak_SECRETSECRET".into(),
             identifier_in_provider: 1,
             creation_date: OffsetDateTime::UNIX_EPOCH,
+            expiration_date: None,
+            deprecation_date: None,
+            last_used_date: None,
         };
         assert!(!format!("{login:?}").contains("SECRETSECRET"));
         login.parameters.clear();

@@ -2,12 +2,15 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::request::Parts;
 use tower_layer::Layer;
 
 use crate::header::DEFAULT_MAX_HEADER_LEN;
+use crate::notes::DEFAULT_EXPIRY_NOTICE;
 use crate::policy::ScopeRule;
+use crate::rate::{Limiter, RateLimit};
 use crate::rejection::{Challenges, DefaultRejection};
 use crate::ring::KeyRing;
 use crate::scope::Scope;
@@ -35,6 +38,8 @@ pub(crate) struct Config {
     pub(crate) allow_options: bool,
     pub(crate) validator: Option<Arc<dyn TokenValidator>>,
     pub(crate) max_header_len: usize,
+    pub(crate) expiry_notice: Duration,
+    pub(crate) limiter: Option<Arc<Limiter>>,
 }
 
 impl ApiKeyLayer {
@@ -49,6 +54,8 @@ impl ApiKeyLayer {
                 allow_options: false,
                 validator: None,
                 max_header_len: DEFAULT_MAX_HEADER_LEN,
+                expiry_notice: DEFAULT_EXPIRY_NOTICE,
+                limiter: None,
             }),
             on_rejection: DefaultRejection,
         }
@@ -113,6 +120,21 @@ impl<R> ApiKeyLayer<R> {
         self
     }
 
+    /// How long before a key expires its answers carry a `Sunset` header (RFC 8594) with the
+    /// expiry. Keys in the grace period of a rotation carry it, with `Deprecation`, all along.
+    /// Default: 7 days.
+    pub fn expiry_notice(mut self, notice: Duration) -> Self {
+        self.config_mut().expiry_notice = notice;
+        self
+    }
+
+    /// Limits each verified identity (each key, each token identity) to `limit`'s quota; see
+    /// [`RateLimit`]. Services built from this layer share the quotas. Default: no limit.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.config_mut().limiter = Some(Arc::new(Limiter::new(limit)));
+        self
+    }
+
     /// Replaces the standard answers with `hook`'s: a closure `Fn(Rejection) -> Response<B>` or any
     /// [`OnRejection`](crate::OnRejection).
     pub fn on_rejection<R2>(self, hook: R2) -> ApiKeyLayer<R2> {
@@ -157,6 +179,8 @@ impl fmt::Debug for Config {
             .field("allow_options", &self.allow_options)
             .field("token_validator", &self.validator.is_some())
             .field("max_header_len", &self.max_header_len)
+            .field("expiry_notice", &self.expiry_notice)
+            .field("limiter", &self.limiter)
             .finish()
     }
 }

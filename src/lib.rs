@@ -124,7 +124,9 @@ mod identity;
 mod index;
 pub mod key;
 mod layer;
+mod notes;
 mod policy;
+pub mod rate;
 mod rejection;
 mod ring;
 mod scope;
@@ -140,6 +142,8 @@ pub use future::ResponseFuture;
 pub use identity::{Identity, IdentityKind, Status, UserLogin, API_KEY_PROVIDER};
 pub use key::{KeyFormat, KeyId};
 pub use layer::ApiKeyLayer;
+pub use notes::{DEPRECATION, SUNSET};
+pub use rate::RateLimit;
 pub use rejection::{DefaultRejection, ErrorBody, OnRejection, Reason, Rejection, RejectionKind};
 pub use ring::{
     validate_description, IssueError, IssuedKey, KeyRing, KeyRingBuilder, NewKey, RingStats,

@@ -9,6 +9,7 @@ use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::identity::Status;
+use crate::rate::Standing;
 use crate::scope::Scope;
 
 /// The class of a refusal; it fixes the status code and the `WWW-Authenticate` challenge.
@@ -26,6 +27,9 @@ pub enum RejectionKind {
     InsufficientScope,
     /// The key store or token validator failed or timed out: 503, no challenge.
     Unavailable,
+    /// The identity spent its [`RateLimit`](crate::RateLimit) quota: 429 with `Retry-After` and
+    /// the `RateLimit` fields, no challenge.
+    RateLimited,
 }
 
 /// Why a request was refused, for tracing and metrics. Never sent to the client: the response tells
@@ -57,6 +61,8 @@ pub enum Reason {
     WrongSecret,
     /// The key, its user or its company is not enabled.
     Disabled(Status),
+    /// The key's expiry has passed (its grace period after a rotation included).
+    Expired,
     /// Not key-shaped and no token validator is configured.
     NoValidator,
     /// The token validator refused the token.
@@ -71,6 +77,8 @@ pub enum Reason {
     StoreTimeout,
     /// The token validator failed.
     ValidatorError,
+    /// The identity is over its rate limit.
+    RateLimited,
 }
 
 impl Reason {
@@ -88,12 +96,14 @@ impl Reason {
             | Reason::UnknownKey
             | Reason::WrongSecret
             | Reason::Disabled(_)
+            | Reason::Expired
             | Reason::NoValidator
             | Reason::InvalidToken => RejectionKind::InvalidToken,
             Reason::MissingScope(_) | Reason::ReadOnly => RejectionKind::InsufficientScope,
             Reason::StoreError | Reason::StoreTimeout | Reason::ValidatorError => {
                 RejectionKind::Unavailable
             }
+            Reason::RateLimited => RejectionKind::RateLimited,
         }
     }
 
@@ -112,6 +122,7 @@ impl Reason {
             Reason::UnknownKey => "unknown_key",
             Reason::WrongSecret => "wrong_secret",
             Reason::Disabled(_) => "disabled",
+            Reason::Expired => "expired",
             Reason::NoValidator => "no_validator",
             Reason::InvalidToken => "invalid_token",
             Reason::MissingScope(_) => "missing_scope",
@@ -119,6 +130,7 @@ impl Reason {
             Reason::StoreError => "store_error",
             Reason::StoreTimeout => "store_timeout",
             Reason::ValidatorError => "validator_error",
+            Reason::RateLimited => "rate_limited",
         }
     }
 }
@@ -175,7 +187,7 @@ impl Challenges {
             })
             .clone(),
             (RejectionKind::InsufficientScope, _) => self.insufficient_scope.clone(),
-            (RejectionKind::Unavailable, _) => return None,
+            (RejectionKind::Unavailable | RejectionKind::RateLimited, _) => return None,
         })
     }
 }
@@ -216,6 +228,7 @@ fn shared(text: String) -> HeaderValue {
 pub struct Rejection {
     reason: Reason,
     challenge: Option<HeaderValue>,
+    rate: Option<Standing>,
 }
 
 impl Rejection {
@@ -230,7 +243,22 @@ impl Rejection {
         Self {
             reason,
             challenge: challenges.get(reason),
+            rate: None,
         }
+    }
+
+    /// The refusal with where the identity stands against its rate limit, for its answer's fields.
+    pub(crate) fn with_rate(mut self, standing: Standing) -> Self {
+        self.rate = Some(standing);
+        self
+    }
+
+    /// How long to wait before a request of this identity can pass, for a refusal over a rate
+    /// limit; the standard answer sends it as `Retry-After`.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.rate
+            .and_then(|r| r.retry_after())
+            .map(std::time::Duration::from_secs)
     }
 
     /// The class of refusal.
@@ -252,6 +280,7 @@ impl Rejection {
             RejectionKind::InvalidRequest => StatusCode::BAD_REQUEST,
             RejectionKind::InsufficientScope => StatusCode::FORBIDDEN,
             RejectionKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RejectionKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -278,6 +307,9 @@ impl Rejection {
             RejectionKind::Unavailable => {
                 r#"{"errors":[{"message":"Authorization is temporarily unavailable.","type":"security","code":503}]}"#
             }
+            RejectionKind::RateLimited => {
+                r#"{"errors":[{"message":"Too many requests: the identity's rate limit is spent.","type":"security","code":429}]}"#
+            }
         }
     }
 
@@ -289,6 +321,9 @@ impl Rejection {
         *response.status_mut() = self.status();
         if let Some(challenge) = self.challenge {
             response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(rate) = self.rate {
+            rate.write(response.headers_mut());
         }
         if carries {
             response

@@ -86,11 +86,16 @@ where
             }
         };
         match self.config.decide(&request, required) {
-            Decision::Admit(identity) => {
-                request.extensions_mut().insert(identity);
-                // Called now, so the instance that was polled ready is the one that is called.
-                ResponseFuture::inner(self.inner.call(request))
-            }
+            Decision::Admit(identity) => match self.config.notes(&identity) {
+                Ok(notes) => {
+                    request.extensions_mut().insert(identity);
+                    // Called now, so the instance that was polled ready is the one that is called.
+                    ResponseFuture::inner(self.inner.call(request), notes)
+                }
+                Err(rejection) => {
+                    ResponseFuture::rejected(self.on_rejection.on_rejection(rejection))
+                }
+            },
             Decision::Refuse(reason, key_id) => ResponseFuture::rejected(
                 self.on_rejection
                     .on_rejection(self.config.rejection(reason, key_id)),

@@ -172,6 +172,9 @@ impl KeyStore for Synthetic {
                 company_status: Status::Enabled,
                 created: time::OffsetDateTime::UNIX_EPOCH,
                 status_locked: false,
+                expires: None,
+                deprecated: None,
+                last_used: None,
             })
             .collect();
         Ok(Page {

@@ -728,6 +728,9 @@ fn token_login(scopes: Scopes, read_only: bool) -> UserLogin {
         parameters: String::new(),
         identifier_in_provider: 7,
         creation_date: OffsetDateTime::UNIX_EPOCH,
+        expiration_date: None,
+        deprecation_date: None,
+        last_used_date: None,
     }
 }
 

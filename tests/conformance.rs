@@ -203,6 +203,8 @@ conformance!(
     listing_filters_sorts_and_pages_like_the_reference,
     listings_of_many_keys_page_like_the_reference,
     a_key_status_lock_round_trips_and_starts_unlocked,
+    expiry_retirement_and_last_use_round_trip_like_the_reference,
+    a_last_use_is_no_change_another_node_hears_of,
     key_user_and_company_status_combine_like_the_reference,
     accounts_and_refresh_tokens_behave_like_the_reference,
     expired_refresh_tokens_are_gone_once_another_is_stored,
@@ -242,6 +244,9 @@ fn record(raw: u64, owner: Owner, description: &str, created: OffsetDateTime) ->
         company_status: Status::Enabled,
         created,
         status_locked: false,
+        expires: None,
+        deprecated: None,
+        last_used: None,
     }
 }
 
@@ -672,6 +677,211 @@ async fn a_key_status_lock_round_trips_and_starts_unlocked<B: Backend>(backend: 
     assert_eq!(locks, [true, true, true, false, true], "{}", B::NAME);
     let listed = store.list(&ListQuery::default()).await.expect("listed");
     assert!(listed.items[0].status_locked, "{}", B::NAME);
+}
+
+async fn expiry_retirement_and_last_use_round_trip_like_the_reference<B: Backend>(backend: B) {
+    let store = backend.node().await;
+    let reference = MemoryStore::new();
+    let created = datetime!(2024-05-01 12:00 UTC);
+    let mut lasting = record(81, owner("alice", "Alpha"), "lasting", created);
+    lasting.expires = Some(datetime!(2030-01-01 0:00:00.000000001 UTC));
+    let forever = record(82, owner("alice", "Alpha"), "forever", created);
+    let idle = record(83, owner("bob", "Beta"), "idle", created);
+    for s in [&store as &dyn Stores, &reference] {
+        for key in [&lasting, &forever, &idle] {
+            s.insert(key.clone()).await.expect("inserted");
+        }
+    }
+    let read = store.get(lasting.id).await.expect("read").expect("exists");
+    assert_eq!(read.expires, lasting.expires, "{}", B::NAME);
+    assert_eq!(
+        (read.deprecated, read.last_used),
+        (None, None),
+        "{}",
+        B::NAME
+    );
+
+    // A retirement never lengthens a life, and a second one keeps the first deprecation date.
+    let retirements = [
+        (
+            forever.id,
+            KeyUpdate::retire(
+                datetime!(2025-01-01 0:00 UTC),
+                datetime!(2025-02-01 0:00 UTC),
+            ),
+        ),
+        (
+            forever.id,
+            KeyUpdate::retire(
+                datetime!(2025-01-05 0:00 UTC),
+                datetime!(2025-01-10 0:00 UTC),
+            ),
+        ),
+        (
+            forever.id,
+            KeyUpdate::retire(
+                datetime!(2025-01-06 0:00 UTC),
+                datetime!(2026-01-01 0:00 UTC),
+            ),
+        ),
+        (
+            lasting.id,
+            KeyUpdate::retire(
+                datetime!(2025-01-01 0:00 UTC),
+                datetime!(2031-01-01 0:00 UTC),
+            ),
+        ),
+        (
+            id(99),
+            KeyUpdate::retire(
+                datetime!(2025-01-01 0:00 UTC),
+                datetime!(2025-01-02 0:00 UTC),
+            ),
+        ),
+    ];
+    for (key, update) in retirements {
+        let (got, want) = both(&store, &reference, |s| {
+            let update = update.clone();
+            async move { s.update(key, update).await.expect("updated") }
+        })
+        .await;
+        assert_eq!(got, want, "{}: {key} {update:?}", B::NAME);
+    }
+    let retired = store.get(forever.id).await.expect("read").expect("exists");
+    assert_eq!(
+        retired.deprecated,
+        Some(datetime!(2025-01-01 0:00 UTC)),
+        "{}",
+        B::NAME
+    );
+    assert_eq!(
+        retired.expires,
+        Some(datetime!(2025-01-10 0:00 UTC)),
+        "{}",
+        B::NAME
+    );
+    let kept = store.get(lasting.id).await.expect("read").expect("exists");
+    assert_eq!(kept.expires, lasting.expires, "{}", B::NAME);
+
+    // Uses: the latest one stays, keys that do not exist are skipped.
+    let uses = [
+        vec![
+            (lasting.id, datetime!(2025-03-01 10:00 UTC)),
+            (id(99), datetime!(2025-03-01 10:00 UTC)),
+        ],
+        vec![
+            (lasting.id, datetime!(2025-02-01 10:00 UTC)),
+            (forever.id, datetime!(2025-02-01 10:00:00.5 UTC)),
+        ],
+    ];
+    for batch in uses {
+        for s in [&store as &dyn Stores, &reference] {
+            s.record_use(&batch).await.expect("recorded");
+        }
+    }
+    let used = store.get(lasting.id).await.expect("read").expect("exists");
+    assert_eq!(
+        used.last_used,
+        Some(datetime!(2025-03-01 10:00 UTC)),
+        "{}",
+        B::NAME
+    );
+    assert!(
+        store.get(id(99)).await.expect("read").is_none(),
+        "{}",
+        B::NAME
+    );
+
+    // Listings find the keys unused since a date; records and order match the reference.
+    for since in [
+        datetime!(2025-01-01 0:00 UTC),
+        datetime!(2025-02-01 10:00:00.5 UTC),
+        datetime!(2025-02-15 0:00 UTC),
+        datetime!(2026-01-01 0:00 UTC),
+    ] {
+        let query = ListQuery::default().unused_since(since);
+        let (got, want) = both(&store, &reference, |s| {
+            let query = query.clone();
+            async move { s.list(&query).await.expect("listed") }
+        })
+        .await;
+        assert_eq!(got, want, "{}: unused since {since}", B::NAME);
+    }
+    let stale = ListQuery::default().unused_since(datetime!(2025-02-15 0:00 UTC));
+    let ids: Vec<KeyId> = store
+        .list(&stale)
+        .await
+        .expect("listed")
+        .items
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, [forever.id, idle.id], "{}", B::NAME);
+}
+
+async fn a_last_use_is_no_change_another_node_hears_of<B: Backend>(backend: B) {
+    if !B::NOTIFIES {
+        not_applicable::<B>("one process's file, no change channel to a second node");
+        return;
+    }
+    let ring_a = KeyRing::new(backend.node().await);
+    let ring_b = KeyRing::new(backend.node().await);
+    let used = ring_a
+        .issue(NewKey::new(owner("alice", "Alpha")).description("used"))
+        .await
+        .expect("issued");
+    let marker = ring_a
+        .issue(NewKey::new(owner("alice", "Alpha")).description("marker"))
+        .await
+        .expect("issued");
+    // B must have heard every event of the issues before it caches the keys: a probe's change,
+    // which comes after them, shows it has.
+    let probe = ring_a
+        .issue(NewKey::new(owner("alice", "Alpha")).description("probe"))
+        .await
+        .expect("issued");
+    assert!(
+        accepted_within(&ring_b, probe.key(), PROPAGATION).await,
+        "{}",
+        B::NAME
+    );
+    ring_a
+        .update(probe.id(), KeyUpdate::status(Status::Disabled))
+        .await
+        .expect("updated");
+    refused_on_second_node::<B>(&ring_b, probe.key(), "disabled").await;
+    for key in [&used, &marker] {
+        assert!(
+            accepted_within(&ring_b, key.key(), PROPAGATION).await,
+            "{}",
+            B::NAME
+        );
+    }
+    // The two keys, and the probe held as disabled.
+    assert_eq!(ring_b.stats().keys, 3, "{}", B::NAME);
+    ring_a
+        .store()
+        .record_use(&[(used.id(), OffsetDateTime::now_utc())])
+        .await
+        .expect("recorded");
+    // Changes arrive in order: a change of the marker after the use. Had the use been announced,
+    // B would forget both keys, the used one first.
+    ring_a
+        .update(marker.id(), KeyUpdate::description("moved"))
+        .await
+        .expect("updated");
+    let start = Instant::now();
+    while ring_b.stats().keys == 3 && start.elapsed() < PROPAGATION {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Time for a second forgetting, had there been two events.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        ring_b.stats().keys,
+        2,
+        "{}: node B must forget the changed key and keep the used one",
+        B::NAME
+    );
 }
 
 async fn key_user_and_company_status_combine_like_the_reference<B: Backend>(backend: B) {

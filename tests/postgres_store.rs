@@ -47,6 +47,9 @@ fn key(raw: u64) -> KeyRecord {
         company_status: Status::Enabled,
         created: datetime!(2024-05-01 12:00:00.123456789 UTC),
         status_locked: false,
+        expires: None,
+        deprecated: None,
+        last_used: None,
     }
 }
 

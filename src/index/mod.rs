@@ -95,7 +95,7 @@ impl Index {
             return None;
         };
         let cold = w.cold(entry.cold).filter(|c| c.id == id)?;
-        Some(cold.record(entry.digest()))
+        Some(cold.record(&entry))
     }
 
     pub(crate) fn login(&self, id: KeyId) -> Option<Arc<UserLogin>> {
@@ -166,6 +166,9 @@ mod testing {
             user_status: Status::Enabled,
             company_status: Status::Enabled,
             status_locked: false,
+            expires: None,
+            deprecated: None,
+            last_used: None,
             created: OffsetDateTime::UNIX_EPOCH,
         }
     }

@@ -11,8 +11,13 @@ use crate::store::KeyRecord;
 const WORDS: usize = 8;
 const META_READ_ONLY: u64 = 1 << 8;
 const META_NEGATIVE: u64 = 1 << 9;
+const META_DEPRECATED: u64 = 1 << 10;
+/// The expiry, in whole seconds since the Unix epoch (`0`: none), sits in the top 40 bits of `meta`.
+const EXPIRES_SHIFT: u32 = 24;
+const EXPIRES_MAX: u64 = (1 << (64 - EXPIRES_SHIFT)) - 1;
 
-/// One cache line: `[id, digest×4, scopes, meta, cold]`. `id == 0` marks an empty slot; `cold` is the
+/// One cache line: `[id, digest×4, scopes, meta, cold]`, where `meta` is status (bits 0–7), flags
+/// (8–23) and expiry (24–63). `id == 0` marks an empty slot; `cold` is the
 /// arena position of the rest of the record, plus one (`0` for "no such key" entries).
 #[repr(align(64))]
 pub(super) struct Slot([AtomicU64; WORDS]);
@@ -85,6 +90,10 @@ impl Entry {
         if record.read_only {
             meta |= META_READ_ONLY;
         }
+        if record.deprecated.is_some() {
+            meta |= META_DEPRECATED;
+        }
+        meta |= expiry_secs(record.expires) << EXPIRES_SHIFT;
         Entry {
             id: record.id.get(),
             digest: *record.digest.as_bytes(),
@@ -124,6 +133,27 @@ impl Entry {
     pub(crate) fn scopes(&self) -> Scopes {
         Scopes::from_bits(self.scopes)
     }
+
+    /// When the key expires, in seconds since the Unix epoch; `0` when it does not.
+    #[inline]
+    pub(crate) fn expires(&self) -> u64 {
+        self.meta >> EXPIRES_SHIFT
+    }
+
+    /// Whether a rotation replaced the key.
+    #[inline]
+    pub(crate) fn deprecated(&self) -> bool {
+        self.meta & META_DEPRECATED != 0
+    }
+}
+
+/// An expiry as the slot holds it: whole seconds, rounded down (a key is refused from the start of
+/// the second it expires in), `0` for none; dates before 1970 become 1 (long expired).
+fn expiry_secs(expires: Option<time::OffsetDateTime>) -> u64 {
+    match expires {
+        None => 0,
+        Some(at) => u64::try_from(at.unix_timestamp()).map_or(1, |s| s.clamp(1, EXPIRES_MAX)),
+    }
 }
 
 /// Asks for `slot`'s cache line without waiting for it.
@@ -149,6 +179,29 @@ pub(crate) const DUMMY_DIGEST: [u8; 32] = [0x5a; 32];
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_and_flags_share_meta_without_touching_status() {
+        use time::macros::datetime;
+        for (expires, secs) in [
+            (None, 0),
+            (Some(datetime!(1960-01-01 0:00 UTC)), 1),
+            (Some(datetime!(1970-01-01 0:00 UTC)), 1),
+            (Some(datetime!(2030-05-06 7:08:09.9 UTC)), 1_904_281_689),
+            (Some(datetime!(9999-12-31 23:59:59 UTC)), 253_402_300_799),
+        ] {
+            assert_eq!(expiry_secs(expires), secs);
+            let mut meta = u64::from(Status::DisabledDueToCompany.to_byte()) | META_DEPRECATED;
+            meta |= secs << EXPIRES_SHIFT;
+            let e = Entry {
+                meta,
+                ..Entry::EMPTY
+            };
+            assert_eq!(e.expires(), secs);
+            assert_eq!(e.status(), Status::DisabledDueToCompany);
+            assert!(e.deprecated() && !e.read_only() && !e.is_negative());
+        }
+    }
 
     #[test]
     fn slot_is_one_cache_line() {

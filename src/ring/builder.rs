@@ -25,6 +25,7 @@ impl KeyRing {
             lookup_timeout: DEFAULT_LOOKUP_TIMEOUT,
             max_inflight: DEFAULT_MAX_INFLIGHT,
             negative_capacity: DEFAULT_NEGATIVE_CAPACITY,
+            track_last_used: None,
         }
     }
 }
@@ -37,6 +38,7 @@ pub struct KeyRingBuilder {
     lookup_timeout: Duration,
     max_inflight: usize,
     negative_capacity: usize,
+    track_last_used: Option<Duration>,
 }
 
 impl KeyRingBuilder {
@@ -65,6 +67,16 @@ impl KeyRingBuilder {
         self
     }
 
+    /// Records when each key was last used ([`KeyRecord::last_used`](crate::store::KeyRecord)),
+    /// writing the keys used in each `interval` to the store in one batch at its end: at most one
+    /// write per key per interval, none on the request path (a request only notes its key in
+    /// memory). Uses not yet written when the ring is dropped are lost; call
+    /// [`KeyRing::write_uses`] before a graceful shutdown. Default: not tracked.
+    pub fn track_last_used(mut self, interval: Duration) -> Self {
+        self.track_last_used = Some(interval);
+        self
+    }
+
     /// Builds the ring. When the store sends change notifications, a task applying them is spawned on
     /// the current tokio runtime; if the store's change stream ever ends, the task forgets everything
     /// cached and subscribes again.
@@ -90,6 +102,7 @@ impl KeyRingBuilder {
                 store: self.store,
                 _unfollow: unfollow,
                 pending_follow: Mutex::new(changes.zip(stop)),
+                uses: self.track_last_used.map(super::uses::Uses::new),
             }),
         };
         ring.ensure_following();
@@ -104,6 +117,7 @@ impl fmt::Debug for KeyRingBuilder {
             .field("lookup_timeout", &self.lookup_timeout)
             .field("max_inflight", &self.max_inflight)
             .field("negative_capacity", &self.negative_capacity)
+            .field("track_last_used", &self.track_last_used)
             .finish()
     }
 }

@@ -15,6 +15,9 @@ impl KeyRing {
     /// Starts the task that follows the store's changes, if it is not running yet and a tokio runtime
     /// is at hand. Called by every async entry point before it can fill the index.
     pub(super) fn ensure_following(&self) {
+        if let Some(uses) = &self.inner.uses {
+            uses.ensure_writing(&self.inner);
+        }
         let mut pending = self
             .inner
             .pending_follow

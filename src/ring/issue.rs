@@ -20,6 +20,9 @@ impl KeyRing {
         self.ensure_following();
         {
             validate_description(&new.description)?;
+            if new.expires.is_some_and(|at| at <= now()) {
+                return Err(IssueError::Expired);
+            }
             // Ids are random; a collision with an existing key is retried with a fresh key.
             for _ in 0..4 {
                 let key = self.inner.format.generate().map_err(IssueError::Key)?;
@@ -35,6 +38,9 @@ impl KeyRing {
                     company_status: Status::Enabled,
                     created: now(),
                     status_locked: false,
+                    expires: new.expires,
+                    deprecated: None,
+                    last_used: None,
                 };
                 match self.inner.store.insert(record).await {
                     Ok(()) => {}
@@ -58,6 +64,63 @@ impl KeyRing {
             }
             Err(IssueError::Store(StoreError::conflict()))
         }
+    }
+
+    /// Replaces key `id` by a new key with the same owner, description, scopes, read-only flag,
+    /// status (and status lock) and expiry. The old key keeps working for `grace`, never past its
+    /// own expiry, and its answers carry `Deprecation` and `Sunset` headers meanwhile; a zero
+    /// `grace` (a leaked key) deletes it. `Ok(None)` when no such key exists;
+    /// [`IssueError::Expired`] when it has expired; [`IssueError::Replaced`] when a rotation
+    /// already replaced it (each key is replaced once, so rotations cannot multiply live keys).
+    pub async fn rotate(
+        &self,
+        id: KeyId,
+        grace: std::time::Duration,
+    ) -> Result<Option<IssuedKey>, IssueError> {
+        let Some(old) = self.get(id).await.map_err(IssueError::Store)? else {
+            return Ok(None);
+        };
+        let started = now();
+        if old.expires.is_some_and(|at| at <= started) {
+            return Err(IssueError::Expired);
+        }
+        if old.deprecated.is_some() {
+            return Err(IssueError::Replaced);
+        }
+        let mut new = NewKey::new(old.owner.clone())
+            .description(old.description.clone())
+            .scopes(old.scopes)
+            .read_only(old.read_only)
+            .status(old.status);
+        new.expires = old.expires;
+        let issued = self.issue(new).await?;
+        let retired = if old.status_locked {
+            // An administrator's lock on the old key's status holds for its successor.
+            self.update(issued.id(), KeyUpdate::default().locked(true))
+                .await
+                .map(|_| ())
+        } else {
+            Ok(())
+        };
+        let retired = match retired {
+            Ok(()) if grace.is_zero() => {
+                self.delete(id).await.map(|_| ()).map_err(IssueError::Store)
+            }
+            Ok(()) => {
+                let until = started
+                    .saturating_add(time::Duration::try_from(grace).unwrap_or(time::Duration::MAX));
+                self.update(id, KeyUpdate::retire(started, until))
+                    .await
+                    .map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = retired {
+            // The old key stays as it was: take back the new one, which nobody has seen.
+            let _ = self.delete(issued.id()).await;
+            return Err(e);
+        }
+        Ok(Some(issued))
     }
 
     /// The record of key `id` as the store has it now.
@@ -143,6 +206,7 @@ pub struct NewKey {
     scopes: Scopes,
     read_only: bool,
     status: Status,
+    expires: Option<OffsetDateTime>,
 }
 
 impl NewKey {
@@ -154,6 +218,7 @@ impl NewKey {
             scopes: Scopes::EMPTY,
             read_only: false,
             status: Status::Enabled,
+            expires: None,
         }
     }
 
@@ -178,6 +243,13 @@ impl NewKey {
     /// Whether the key may only read (`GET`, `HEAD`).
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;
+        self
+    }
+
+    /// When the key stops opening anything. Default: never. A time that has passed makes
+    /// [`KeyRing::issue`] fail with [`IssueError::Expired`].
+    pub fn expires(mut self, at: OffsetDateTime) -> Self {
+        self.expires = Some(at);
         self
     }
 
@@ -239,6 +311,10 @@ pub enum IssueError {
     Key(KeyError),
     /// The store failed.
     Store(StoreError),
+    /// The expiry asked for has passed, or the key to rotate has expired.
+    Expired,
+    /// The key to rotate was already replaced by a rotation.
+    Replaced,
 }
 
 impl fmt::Display for IssueError {
@@ -249,6 +325,8 @@ impl fmt::Display for IssueError {
             ),
             Self::Key(e) => write!(f, "key generation failed: {e}"),
             Self::Store(e) => write!(f, "{e}"),
+            Self::Expired => f.write_str("the key's expiry has passed"),
+            Self::Replaced => f.write_str("the key was already replaced by a rotation"),
         }
     }
 }
@@ -258,7 +336,7 @@ impl std::error::Error for IssueError {
         match self {
             Self::Store(e) => Some(e),
             Self::Key(e) => Some(e),
-            Self::InvalidDescription => None,
+            Self::InvalidDescription | Self::Expired | Self::Replaced => None,
         }
     }
 }

@@ -10,6 +10,7 @@ mod follow;
 mod issue;
 #[cfg(test)]
 mod testing;
+mod uses;
 mod verify;
 
 use std::fmt;
@@ -27,6 +28,7 @@ use verify::Flights;
 
 pub use builder::KeyRingBuilder;
 pub use issue::{validate_description, IssueError, IssuedKey, NewKey};
+pub(crate) use verify::unix_now;
 pub use verify::VerifyError;
 
 /// A [`KeyStore`] with an in-process index in front of it.
@@ -53,6 +55,8 @@ struct Inner {
     /// The store's changes, when the ring was built outside a tokio runtime: following starts at the
     /// first async call, which comes before anything can be cached (only async calls fill the index).
     pending_follow: Mutex<Option<PendingFollow>>,
+    /// Keys used since the last batch, when the ring tracks use.
+    uses: Option<uses::Uses>,
 }
 
 impl KeyRing {

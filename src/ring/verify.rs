@@ -193,13 +193,14 @@ impl KeyRing {
         entry: Option<&Entry>,
         digest: &SecretDigest,
     ) -> Result<Identity, Reason> {
-        let (stored, known, status, scopes, read_only) = match entry {
+        let (stored, known, status, scopes, read_only, lifecycle) = match entry {
             Some(e) => (
                 e.digest(),
                 !e.is_negative(),
                 e.status(),
                 e.scopes(),
                 e.read_only(),
+                (e.expires(), e.deprecated()),
             ),
             None => (
                 SecretDigest::from_bytes(DUMMY_DIGEST),
@@ -207,15 +208,25 @@ impl KeyRing {
                 Status::Unknown,
                 Scopes::EMPTY,
                 false,
+                (0, false),
             ),
         };
         let matches = stored.ct_eq(digest);
         let ok = matches & Choice::from(u8::from(known & status.is_enabled()));
         if bool::from(ok) {
+            // Read only for the holder of the secret: the clock read tells nobody else anything.
+            let (expires, _) = lifecycle;
+            if expires != 0 && unix_now() >= expires {
+                return Err(Reason::Expired);
+            }
+            if let Some(uses) = &self.inner.uses {
+                uses.note(id);
+            }
             Ok(Identity::from_key(
                 id,
                 scopes,
                 read_only,
+                lifecycle,
                 self.inner.index.handle(),
             ))
         } else if !known {
@@ -226,6 +237,13 @@ impl KeyRing {
             Err(Reason::Disabled(status))
         }
     }
+}
+
+/// Whole seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Why [`KeyRing::verify`] refused a value.

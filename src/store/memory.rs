@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use time::OffsetDateTime;
 
 use super::notify::{change_channel, ChangeSender};
 use super::{
@@ -123,18 +124,20 @@ impl KeyStore for MemoryStore {
         let Some(record) = inner.keys.get_mut(&id) else {
             return Ok(None);
         };
-        if let Some(status) = update.status {
-            record.status = status;
-        }
-        if let Some(description) = update.description {
-            record.description = description;
-        }
-        if let Some(locked) = update.status_locked {
-            record.status_locked = locked;
-        }
+        update.apply_to(record);
         let record = record.clone();
         inner.notify(ChangeEvent::Key(id));
         Ok(Some(inner.resolve(&record)))
+    }
+
+    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for &(id, at) in uses {
+            if let Some(record) = inner.keys.get_mut(&id) {
+                record.last_used = Some(record.last_used.map_or(at, |used| used.max(at)));
+            }
+        }
+        Ok(())
     }
 
     async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {

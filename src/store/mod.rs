@@ -82,6 +82,15 @@ pub struct KeyRecord {
     /// Whether the key's status was last set by someone with more rights than its owner (an
     /// administrator disabling another user's key): while set, the owner cannot change the status.
     pub status_locked: bool,
+    /// When the key stops opening anything; `None` for a key that lives until it is disabled or
+    /// deleted.
+    pub expires: Option<OffsetDateTime>,
+    /// When the key was replaced by a rotation: it lives on until [`KeyRecord::expires`] (the end of
+    /// its grace period) and its answers carry a `Deprecation` header.
+    pub deprecated: Option<OffsetDateTime>,
+    /// When a request last used the key, as written by the ring's coalesced batches; `None` for a key
+    /// never used since it was issued.
+    pub last_used: Option<OffsetDateTime>,
 }
 
 impl PartialEq for SecretDigest {
@@ -114,6 +123,9 @@ impl KeyRecord {
             parameters: String::new(),
             identifier_in_provider: self.id.get(),
             creation_date: self.created,
+            expiration_date: self.expires,
+            deprecation_date: self.deprecated,
+            last_used_date: self.last_used,
         }
     }
 }
@@ -132,6 +144,9 @@ impl fmt::Debug for KeyRecord {
             .field("company_status", &self.company_status)
             .field("created", &self.created)
             .field("status_locked", &self.status_locked)
+            .field("expires", &self.expires)
+            .field("deprecated", &self.deprecated)
+            .field("last_used", &self.last_used)
             .finish()
     }
 }
@@ -146,6 +161,9 @@ pub struct KeyUpdate {
     pub description: Option<String>,
     /// New [`KeyRecord::status_locked`].
     pub status_locked: Option<bool>,
+    /// Retires the key: sets [`KeyRecord::deprecated`] to the first time and [`KeyRecord::expires`]
+    /// to the second (a store keeps an earlier expiry when the key already had one).
+    pub retire: Option<(OffsetDateTime, OffsetDateTime)>,
 }
 
 impl KeyUpdate {
@@ -162,6 +180,32 @@ impl KeyUpdate {
         Self {
             description: Some(description.into()),
             ..Self::default()
+        }
+    }
+
+    /// An update that retires the key at `now`, to expire at `until` or at its own expiry, whichever
+    /// comes first: what a rotation does to the key it replaces.
+    pub fn retire(now: OffsetDateTime, until: OffsetDateTime) -> Self {
+        Self {
+            retire: Some((now, until)),
+            ..Self::default()
+        }
+    }
+
+    /// Applies this update to `record` in memory (stores without a query language use this).
+    pub fn apply_to(&self, record: &mut KeyRecord) {
+        if let Some(status) = self.status {
+            record.status = status;
+        }
+        if let Some(description) = &self.description {
+            record.description.clone_from(description);
+        }
+        if let Some(locked) = self.status_locked {
+            record.status_locked = locked;
+        }
+        if let Some((now, until)) = self.retire {
+            record.deprecated = Some(record.deprecated.map_or(now, |d| d.min(now)));
+            record.expires = Some(record.expires.map_or(until, |e| e.min(until)));
         }
     }
 
@@ -200,6 +244,8 @@ pub struct ListQuery {
     pub status: Option<Status>,
     /// Only keys whose description contains this (case-insensitive).
     pub description_contains: Option<String>,
+    /// Only keys not used since this time: never used, or last used before it.
+    pub unused_since: Option<OffsetDateTime>,
     /// Sort field.
     pub sort: SortField,
     /// Sort descending.
@@ -216,6 +262,7 @@ impl Default for ListQuery {
             user_uid: None,
             status: None,
             description_contains: None,
+            unused_since: None,
             sort: SortField::Id,
             descending: false,
             offset: 0,
@@ -229,6 +276,13 @@ impl ListQuery {
     #[must_use]
     pub fn of_user(mut self, user_uid: impl Into<String>) -> Self {
         self.user_uid = Some(user_uid.into());
+        self
+    }
+
+    /// Only the keys not used since `since`: never used, or last used before it.
+    #[must_use]
+    pub fn unused_since(mut self, since: OffsetDateTime) -> Self {
+        self.unused_since = Some(since);
         self
     }
 
@@ -260,6 +314,9 @@ impl ListQuery {
                     .to_lowercase()
                     .contains(&needle.to_lowercase())
             })
+            && self
+                .unused_since
+                .is_none_or(|since| record.last_used.is_none_or(|used| used < since))
     }
 
     /// Sorts and pages `records` in memory (stores without a query language use this).
@@ -464,6 +521,17 @@ pub trait KeyStore: Send + Sync + 'static {
     /// One page of the records that match `query`, with the total count.
     async fn list(&self, query: &ListQuery) -> Result<Page<KeyRecord>, StoreError>;
 
+    /// Records when keys were last used: for each `(id, at)`, sets [`KeyRecord::last_used`] to `at`
+    /// unless it is already later. Keys that no longer exist are skipped. Not a change other nodes
+    /// need to hear of: it must not reach [`KeyStore::subscribe`].
+    ///
+    /// The ring calls this off the request path, at most once per key per interval. The default
+    /// keeps nothing, for stores that do not track use; every store of this crate keeps it.
+    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        let _ = uses;
+        Ok(())
+    }
+
     /// Sets the status of user `user_uid` as seen by all their keys (present and future).
     async fn set_user_status(&self, user_uid: &str, status: Status) -> Result<(), StoreError>;
 
@@ -493,6 +561,9 @@ impl<T: KeyStore + ?Sized> KeyStore for std::sync::Arc<T> {
     }
     async fn list(&self, query: &ListQuery) -> Result<Page<KeyRecord>, StoreError> {
         (**self).list(query).await
+    }
+    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        (**self).record_use(uses).await
     }
     async fn set_user_status(&self, user_uid: &str, status: Status) -> Result<(), StoreError> {
         (**self).set_user_status(user_uid, status).await

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_schema.sql"),
     include_str!("../../migrations/postgres/0002_accounts.sql"),
     include_str!("../../migrations/postgres/0003_indexes.sql"),
+    include_str!("../../migrations/postgres/0004_lifecycle.sql"),
 ];
 
 /// The channel the schema's triggers notify on.

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use futures_core::Stream;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::codec::{
@@ -78,7 +79,9 @@ return 1
 ";
 
 /// `ARGV`: prefix, id, change payload, new status or '', '1' and the new description or '0' and
-/// '', new status lock ('0', '1') or ''. The record as it now is, or nil.
+/// '', new status lock ('0', '1') or '', deprecation and expiry of a retirement or '' and ''. Dates
+/// are fixed-width UTC text, so the earlier one is the smaller string. The record as it now is, or
+/// nil.
 const UPDATE: &str = r"
 local p, id = ARGV[1], ARGV[2]
 local k = p .. 'key:' .. id
@@ -90,8 +93,28 @@ if ARGV[5] == '1' then
   index_key(p, id)
 end
 if ARGV[7] ~= '' then redis.call('HSET', k, 'status_locked', ARGV[7]) end
+if ARGV[8] ~= '' then
+  for i, field in ipairs({'deprecated', 'expires'}) do
+    local was = redis.call('HGET', k, field)
+    if not was or was == '' or was > ARGV[7 + i] then redis.call('HSET', k, field, ARGV[7 + i]) end
+  end
+end
 redis.call('PUBLISH', p .. 'changes', ARGV[3])
 return record(p, id)
+";
+
+/// `ARGV`: prefix, then ids and dates in pairs. Sets each existing key's `last_used` unless it is
+/// later already; announces nothing, since no node decides on it.
+const RECORD_USE: &str = r"
+local p = ARGV[1]
+for i = 2, #ARGV, 2 do
+  local k = p .. 'key:' .. ARGV[i]
+  if redis.call('EXISTS', k) == 1 then
+    local was = redis.call('HGET', k, 'last_used')
+    if not was or was < ARGV[i + 1] then redis.call('HSET', k, 'last_used', ARGV[i + 1]) end
+  end
+end
+return 0
 ";
 
 /// `ARGV`: prefix, id, change payload. 1, or 0 when there was no such key.
@@ -334,7 +357,7 @@ return {0, redis.call('SCARD', p .. 'keys'), out}
 /// `ARGV`: prefix, index, descending, cursor (the last member seen, or empty to start), count,
 /// with description (`1`, `0`), check. `{state, last member, briefs}`: the next `count` keys in
 /// index order after the cursor, each as what a listing filters on: `{id, status, user status,
-/// company status, description or ''}`, or `{id}` when the key has no hash.
+/// company status, description or '', last used or ''}`, or `{id}` when the key has no hash.
 const SCAN_KEYS: &str = r"
 local p, index, rev, cursor, count = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4], ARGV[5]
 local with_description = ARGV[6] == '1'
@@ -358,13 +381,13 @@ end
 local out = {}
 for i = 1, #members do
   local id = id_of(index, members[i])
-  local f = redis.call('HMGET', p .. 'key:' .. id, 'status', 'user_uid', 'company_id', 'description')
+  local f = redis.call('HMGET', p .. 'key:' .. id, 'status', 'user_uid', 'company_id', 'description', 'last_used')
   if f[1] then
     out[i] = {
       id, f[1],
       (f[2] and redis.call('HGET', p .. 'user-status', f[2])) or 'enabled',
       (f[3] and redis.call('HGET', p .. 'company-status', f[3])) or 'enabled',
-      (with_description and f[4]) or ''}
+      (with_description and f[4]) or '', f[5] or ''}
   else out[i] = {id} end
 end
 return {0, members[#members] or '', out}
@@ -417,6 +440,7 @@ struct Scripts {
     get: Script,
     insert: Script,
     update: Script,
+    record_use: Script,
     delete: Script,
     list_user_keys: Script,
     page_keys: Script,
@@ -443,6 +467,7 @@ impl Scripts {
             get: with_record(GET),
             insert: with_index(INSERT),
             update: with_index(UPDATE),
+            record_use: Script::new(RECORD_USE),
             delete: with_index(DELETE),
             list_user_keys: with_record(LIST_USER_KEYS),
             page_keys: with_index(PAGE_KEYS),
@@ -833,6 +858,9 @@ impl RedisStore {
                 && needle
                     .as_deref()
                     .is_none_or(|n| brief.description.to_lowercase().contains(n))
+                && query
+                    .unused_since
+                    .is_none_or(|since| brief.last_used.is_none_or(|used| used < since))
         };
         let with_description = needle.is_some();
         let window = |rank: u64| rank >= query.offset && rank - query.offset < query.limit;
@@ -988,6 +1016,14 @@ impl Fields {
         self.0.get(name.as_bytes()).map(Vec::as_slice)
     }
 
+    /// A date that may be missing or empty.
+    fn optional_date(&self, name: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+        match self.optional(name) {
+            None | Some(b"") => Ok(None),
+            Some(_) => parse_date(self.text(name)?).map(Some),
+        }
+    }
+
     /// An account's profile; `{}` for accounts written before profiles existed.
     fn profile<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, StoreError> {
         match self.optional("profile") {
@@ -1024,6 +1060,7 @@ struct Brief {
     id: KeyId,
     status: Status,
     description: String,
+    last_used: Option<OffsetDateTime>,
 }
 
 /// A field of a brief as text.
@@ -1041,8 +1078,11 @@ impl Brief {
             .and_then(KeyId::new)
             .ok_or_else(|| StoreError::corrupt(format!("key id `{raw_id}` out of range")))?;
         let decode = || -> Result<Brief, StoreError> {
-            let [_, status, user, company, description] = &row[..] else {
-                return Err(StoreError::corrupt("field `status` missing"));
+            let [_, status, user, company, description, last_used] = &row[..] else {
+                return Err(StoreError::corrupt(format!(
+                    "a listing brief of {} fields, not 6",
+                    row.len()
+                )));
             };
             Ok(Brief {
                 id,
@@ -1052,10 +1092,19 @@ impl Brief {
                     parse_status(brief_text(company)?)?,
                 ),
                 description: brief_text(description)?.to_owned(),
+                last_used: match brief_text(last_used)? {
+                    "" => None,
+                    text => Some(parse_date(text)?),
+                },
             })
         };
         decode().map_err(|e| in_key(id, e))
     }
+}
+
+/// A date as a hash field; `''` for none.
+fn optional_date(date: Option<OffsetDateTime>) -> Result<String, StoreError> {
+    date.map_or(Ok(String::new()), format_date)
 }
 
 fn flag(value: bool) -> &'static str {
@@ -1105,6 +1154,10 @@ fn decode_key(fields: &Fields) -> Result<KeyRecord, StoreError> {
             status_locked: fields
                 .optional("status_locked")
                 .map_or(Ok(false), |_| fields.flag("status_locked"))?,
+            // Keys written before these fields existed have none; an empty field is none too.
+            expires: fields.optional_date("expires")?,
+            deprecated: fields.optional_date("deprecated")?,
+            last_used: fields.optional_date("last_used")?,
         })
     };
     decode().map_err(|e| in_key(id, e))
@@ -1209,6 +1262,12 @@ impl KeyStore for RedisStore {
             .arg(created)
             .arg("status_locked")
             .arg(flag(record.status_locked))
+            .arg("expires")
+            .arg(optional_date(record.expires)?)
+            .arg("deprecated")
+            .arg(optional_date(record.deprecated)?)
+            .arg("last_used")
+            .arg(optional_date(record.last_used)?)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(StoreError::backend)?;
@@ -1232,10 +1291,34 @@ impl KeyStore for RedisStore {
             .arg(flag(update.description.is_some()))
             .arg(update.description.as_deref().unwrap_or(""))
             .arg(update.status_locked.map_or("", flag))
+            .arg(match update.retire {
+                Some((at, _)) => format_date(at)?,
+                None => String::new(),
+            })
+            .arg(match update.retire {
+                Some((_, until)) => format_date(until)?,
+                None => String::new(),
+            })
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(StoreError::backend)?;
         fields.map(|f| decode_key(&Fields::new(f))).transpose()
+    }
+
+    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        // Batches keep each script short, so other clients are not held up behind one.
+        for batch in uses.chunks(SCAN_BATCH) {
+            let mut call = self.scripts.record_use.prepare_invoke();
+            call.arg(&*self.prefix);
+            for &(id, at) in batch {
+                call.arg(id.get()).arg(format_date(at)?);
+            }
+            let _: i64 = call
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(StoreError::backend)?;
+        }
+        Ok(())
     }
 
     async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
@@ -1276,7 +1359,9 @@ impl KeyStore for RedisStore {
             SortField::Description => "description",
             SortField::UserName => "user-name",
         };
-        let filtered = query.status.is_some() || query.description_contains.is_some();
+        let filtered = query.status.is_some()
+            || query.description_contains.is_some()
+            || query.unused_since.is_some();
         if filtered || query.sort == SortField::Status {
             self.scanned_keys(index, query).await
         } else {
@@ -1587,15 +1672,38 @@ mod tests {
     #[test]
     fn briefs_carry_the_effective_status_or_are_corrupt() {
         let row = |fields: &[&[u8]]| fields.iter().map(|f| f.to_vec()).collect::<Vec<_>>();
-        let brief = Brief::decode(row(&[b"7", b"enabled", b"disabled", b"enabled", b"CI"]))
-            .expect("decodes");
+        let brief = Brief::decode(row(&[
+            b"7",
+            b"enabled",
+            b"disabled",
+            b"enabled",
+            b"CI",
+            b"",
+        ]))
+        .expect("decodes");
         assert_eq!(brief.id.get(), 7);
         assert_eq!(brief.status, Status::DisabledDueToUser);
         assert_eq!(brief.description, "CI");
+        assert_eq!(brief.last_used, None);
+        let used = Brief::decode(row(&[
+            b"7",
+            b"enabled",
+            b"enabled",
+            b"enabled",
+            b"",
+            b"2025-03-01T10:00:00.000000000Z",
+        ]))
+        .expect("decodes");
+        assert_eq!(
+            used.last_used,
+            Some(time::macros::datetime!(2025-03-01 10:00 UTC))
+        );
         for bad in [
             row(&[b"7"]),
-            row(&[b"7", b"bogus", b"enabled", b"enabled", b""]),
-            row(&[b"7", b"enabled", b"enabled", b"enabled", b"\xff"]),
+            row(&[b"7", b"enabled", b"enabled", b"enabled", b""]),
+            row(&[b"7", b"bogus", b"enabled", b"enabled", b"", b""]),
+            row(&[b"7", b"enabled", b"enabled", b"enabled", b"\xff", b""]),
+            row(&[b"7", b"enabled", b"enabled", b"enabled", b"", b"yesterday"]),
         ] {
             let err = Brief::decode(bad).err().expect("corrupt");
             assert!(
@@ -1604,7 +1712,7 @@ mod tests {
             );
         }
         assert!(
-            Brief::decode(row(&[b"0", b"enabled", b"enabled", b"enabled", b""]))
+            Brief::decode(row(&[b"0", b"enabled", b"enabled", b"enabled", b"", b""]))
                 .err()
                 .expect("corrupt")
                 .is_corrupt()

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_schema.sql"),
     include_str!("../../migrations/sqlite/0002_accounts.sql"),
     include_str!("../../migrations/sqlite/0003_indexes.sql"),
+    include_str!("../../migrations/sqlite/0004_lifecycle.sql"),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.

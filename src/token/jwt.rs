@@ -92,6 +92,9 @@ impl JwtClaims {
             parameters: String::new(),
             identifier_in_provider: 0,
             creation_date: created,
+            expiration_date: None,
+            deprecation_date: None,
+            last_used_date: None,
         }
     }
 }

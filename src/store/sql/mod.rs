@@ -208,8 +208,9 @@ where
         let Tables { api_keys, .. } = D::TABLES;
         sqlx::query(&format!(
             "INSERT INTO {api_keys} (id, digest, user_uid, user_name, company_id, company_name, \
-             description, description_folded, read_only, scopes, status, created, status_locked) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+             description, description_folded, read_only, scopes, status, created, status_locked, \
+             expires, deprecated, last_used) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ))
         .bind(sql_id(record.id)?)
         .bind(&record.digest.as_bytes()[..])
@@ -224,6 +225,9 @@ where
         .bind(record.status.as_str())
         .bind(format_date(record.created)?)
         .bind(record.status_locked)
+        .bind(record.expires.map(format_date).transpose()?)
+        .bind(record.deprecated.map(format_date).transpose()?)
+        .bind(record.last_used.map(format_date).transpose()?)
         .execute(&self.pool)
         .await
         .map_err(write_error)?;
@@ -241,7 +245,11 @@ where
             "UPDATE {api_keys} SET status = COALESCE($1, status), \
              description = COALESCE($2, description), \
              description_folded = COALESCE($3, description_folded), \
-             status_locked = COALESCE($4, status_locked) \
+             status_locked = COALESCE($4, status_locked), \
+             deprecated = CASE WHEN deprecated IS NULL OR deprecated > CAST($6 AS TEXT) \
+               THEN COALESCE(CAST($6 AS TEXT), deprecated) ELSE deprecated END, \
+             expires = CASE WHEN expires IS NULL OR expires > CAST($7 AS TEXT) \
+               THEN COALESCE(CAST($7 AS TEXT), expires) ELSE expires END \
              WHERE id = $5"
         ))
         .bind(update.status.map(Status::as_str))
@@ -249,6 +257,13 @@ where
         .bind(update.description.as_deref().map(str::to_lowercase))
         .bind(update.status_locked)
         .bind(sql_id(id)?)
+        .bind(update.retire.map(|(at, _)| format_date(at)).transpose()?)
+        .bind(
+            update
+                .retire
+                .map(|(_, until)| format_date(until))
+                .transpose()?,
+        )
         .execute(&mut *tx)
         .await
         .map(|done| D::rows_affected(&done))
@@ -265,6 +280,31 @@ where
         let record = decode_key(&row)?;
         tx.commit().await.map_err(StoreError::backend)?;
         Ok(Some(record))
+    }
+
+    pub(crate) async fn record_use(
+        &self,
+        uses: &[(KeyId, OffsetDateTime)],
+    ) -> Result<(), StoreError> {
+        let Tables { api_keys, .. } = D::TABLES;
+        let statement = format!(
+            "UPDATE {api_keys} SET last_used = $1 \
+             WHERE id = $2 AND (last_used IS NULL OR last_used < $1)"
+        );
+        // One transaction a batch: one commit (one sync of SQLite's file) for many keys.
+        for batch in uses.chunks(512) {
+            let mut tx = self.write().await?;
+            for &(id, at) in batch {
+                sqlx::query(&statement)
+                    .bind(format_date(at)?)
+                    .bind(sql_id(id)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::backend)?;
+            }
+            tx.commit().await.map_err(StoreError::backend)?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
@@ -621,6 +661,7 @@ macro_rules! impl_store_traits {
     ($store:ty $(, { $($key_store:tt)* })?) => {
         const _: () = {
             use async_trait::async_trait;
+            use time::OffsetDateTime;
 
             use $crate::identity::Status;
             use $crate::key::{KeyId, SecretDigest};
@@ -649,6 +690,13 @@ macro_rules! impl_store_traits {
 
                 async fn delete(&self, id: KeyId) -> Result<bool, StoreError> {
                     self.sql.delete(id).await
+                }
+
+                async fn record_use(
+                    &self,
+                    uses: &[(KeyId, OffsetDateTime)],
+                ) -> Result<(), StoreError> {
+                    self.sql.record_use(uses).await
                 }
 
                 async fn list(&self, query: &ListQuery) -> Result<Page<KeyRecord>, StoreError> {
@@ -782,7 +830,7 @@ fn keys<D: Dialect>() -> String {
     format!(
         "(SELECT k.id, k.digest, k.user_uid, k.user_name, k.company_id, k.company_name, \
            k.description, k.description_folded, k.read_only, k.scopes, k.status, k.created, \
-           k.status_locked, \
+           k.status_locked, k.expires, k.deprecated, k.last_used, \
            COALESCE(u.status, ou.status, 'enabled') AS user_status, \
            COALESCE(c.status, oc.status, 'enabled') AS company_status, \
            CASE \
@@ -826,6 +874,11 @@ fn push_filters<D: Dialect>(sql: &mut Statement, query: &ListQuery) {
             .push("(r.description_folded, ")
             .push_bind(Value::Text(needle.to_lowercase()))
             .push(") > 0");
+    }
+    if let Some(since) = query.unused_since {
+        sql.push(" AND (r.last_used IS NULL OR r.last_used < ")
+            .push_bind(Value::Text(format_date(since).unwrap_or_default()))
+            .push(")");
     }
 }
 

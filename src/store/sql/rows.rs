@@ -34,6 +34,15 @@ pub(crate) trait SchemaRow {
     fn bytes(&self, name: &str) -> Result<Vec<u8>, StoreError>;
     /// A yes/no column.
     fn flag(&self, name: &str) -> Result<bool, StoreError>;
+    /// A text column that may be `NULL`.
+    fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// A date column that may be `NULL`.
+    fn optional_date(&self, name: &str) -> Result<Option<time::OffsetDateTime>, StoreError> {
+        self.optional_text(name)?
+            .map(|text| parse_date(&text))
+            .transpose()
+    }
 }
 
 impl<R> SchemaRow for R
@@ -42,6 +51,7 @@ where
     R::Database: Dialect<Row = R>,
     for<'n> &'n str: ColumnIndex<R>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
 {
@@ -56,6 +66,9 @@ where
     }
     fn flag(&self, name: &str) -> Result<bool, StoreError> {
         R::Database::flag(self, name)
+    }
+    fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        column(self, name)
     }
 }
 
@@ -84,6 +97,9 @@ pub(crate) fn decode_key(row: &impl SchemaRow) -> Result<KeyRecord, StoreError> 
             company_status: parse_status(&row.text("company_status")?)?,
             created: parse_date(&row.text("created")?)?,
             status_locked: row.flag("status_locked")?,
+            expires: row.optional_date("expires")?,
+            deprecated: row.optional_date("deprecated")?,
+            last_used: row.optional_date("last_used")?,
         })
     };
     decode().map_err(|e| in_key(id, e))

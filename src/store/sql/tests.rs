@@ -49,6 +49,9 @@ pub(crate) fn record(
         company_status: Status::Enabled,
         created,
         status_locked: false,
+        expires: None,
+        deprecated: None,
+        last_used: None,
     }
 }
 
