@@ -1,7 +1,11 @@
 //! API keys as VSPC user identities: `/users/{userUid}/logins…` and `/users/logins`.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::response::Response;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use super::error::{no_store, ApiError};
 use super::extract::{JsonBody, PathParams, QueryPairs};
@@ -19,7 +23,7 @@ use tower_api_key::{Scope, Scopes};
 const USER_UID: &str = "userUid";
 const LOGIN_ID: &str = "userLoginId";
 
-/// `POST /users/{userUid}/logins/apikey?description=…&scopes=…&isReadAccessOnly=…`
+/// `POST /users/{userUid}/logins/apikey?description=…&scopes=…&isReadAccessOnly=…&expirationDate=…`
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -47,6 +51,7 @@ pub(crate) async fn create(
         ));
     }
     caller.require_covers(scopes, read_only)?;
+    let expires = expiration(&state, &query)?;
 
     // One creation per user at a time on this node, so concurrent requests cannot both pass the
     // count.
@@ -77,22 +82,139 @@ pub(crate) async fn create(
         company_id: user.company_id,
         company_name,
     };
-    let issued = state
-        .ring
-        .issue(
-            NewKey::new(owner)
-                .description(description)
-                .scopes(scopes)
-                .read_only(read_only),
-        )
-        .await
-        .map_err(|e| match e {
-            IssueError::InvalidDescription => bad_description_parameter(),
-            IssueError::Store(e) => ApiError::from(e),
-            _ => ApiError::unavailable(),
-        })?;
+    let mut new = NewKey::new(owner)
+        .description(description)
+        .scopes(scopes)
+        .read_only(read_only);
+    if let Some(at) = expires {
+        new = new.expires(at);
+    }
+    let issued = state.ring.issue(new).await.map_err(|e| match e {
+        IssueError::InvalidDescription => bad_description_parameter(),
+        IssueError::Expired => past_expiration(),
+        IssueError::Store(e) => ApiError::from(e),
+        _ => ApiError::unavailable(),
+    })?;
     tracing::info!(key_id = %issued.id(), user_uid, by = %caller.user.uid, "API key issued");
     // The only response that ever carries the key.
+    let (login, _key) = issued.login_with_key();
+    Ok(no_store(data(login)))
+}
+
+const EXPIRATION: &str = "expirationDate";
+/// The longest grace period a rotation may give the key it replaces.
+const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+fn past_expiration() -> ApiError {
+    ApiError::bad_parameter(EXPIRATION, "expirationDate must be in the future.")
+}
+
+/// The expiry of a new key: `expirationDate` (RFC 3339), within the server's longest lifetime,
+/// which is also the expiry of a key created without one.
+fn expiration(state: &Shared, query: &QueryPairs) -> Result<Option<OffsetDateTime>, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let latest = state.max_key_lifetime.map(|max| {
+        now.saturating_add(time::Duration::try_from(max).unwrap_or(time::Duration::MAX))
+    });
+    let Some(raw) = query.single(EXPIRATION)? else {
+        return Ok(latest);
+    };
+    let at = OffsetDateTime::parse(raw, &Rfc3339).map_err(|_| {
+        ApiError::bad_parameter(
+            EXPIRATION,
+            "expirationDate must be an RFC 3339 date and time.",
+        )
+    })?;
+    if at <= now {
+        return Err(past_expiration());
+    }
+    if latest.is_some_and(|latest| at > latest) {
+        return Err(ApiError::bad_parameter(
+            EXPIRATION,
+            "expirationDate is later than the longest key lifetime this server allows.",
+        ));
+    }
+    Ok(Some(at))
+}
+
+/// `POST /users/{userUid}/logins/{userLoginId}/rotate?gracePeriod=…`: a new key with the old
+/// one's settings, shown once; the old one works for `gracePeriod` seconds more (default 0: it is
+/// deleted at once, as for a leaked key; at most 30 days), answering meanwhile with `Deprecation`
+/// and `Sunset`.
+pub(crate) async fn rotate(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: PathParams,
+    query: QueryPairs,
+) -> Result<Response, ApiError> {
+    let record = owned_key(&state, &caller, &path, Act::Manage).await?;
+    let grace = match query.single("gracePeriod")? {
+        None => Duration::ZERO,
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
+            .filter(|g| *g <= MAX_GRACE)
+            .ok_or_else(|| {
+                ApiError::bad_parameter(
+                    "gracePeriod",
+                    "gracePeriod must be a whole number of seconds from 0 to 2592000 (30 days).",
+                )
+            })?,
+    };
+    // The successor opens what the old key opens: the caller must be able to create it.
+    if !caller.identity.scopes().contains_all(record.scopes) {
+        return Err(ApiError::forbidden_parameter(
+            LOGIN_ID,
+            "A key cannot be given scopes the caller does not hold.",
+        ));
+    }
+    caller.require_covers(record.scopes, record.read_only)?;
+    let _guard = state.key_creation_lock(&record.owner.user_uid).lock().await;
+    if !grace.is_zero() {
+        // Both keys live through the grace period: the pair counts against the user's limit.
+        let held = state
+            .ring
+            .list(
+                &ListQuery::default()
+                    .of_user(&record.owner.user_uid)
+                    .with_limit(1),
+            )
+            .await?
+            .total;
+        if held >= state.max_keys_per_user {
+            return Err(ApiError::conflict(
+                USER_UID,
+                format!(
+                    "The user already has {held} API keys, the most allowed ({}): rotate with \
+                     gracePeriod=0 or delete a key first.",
+                    state.max_keys_per_user
+                ),
+            ));
+        }
+    }
+    let issued = state
+        .ring
+        .rotate(record.id, grace)
+        .await
+        .map_err(|e| match e {
+            IssueError::Expired => {
+                ApiError::conflict(LOGIN_ID, "The key has expired; create a new one.")
+            }
+            IssueError::Replaced => {
+                ApiError::conflict(LOGIN_ID, "The key was already replaced by a rotation.")
+            }
+            IssueError::Store(e) => ApiError::from(e),
+            _ => ApiError::unavailable(),
+        })?
+        .ok_or_else(|| ApiError::not_found(LOGIN_ID, "The user identity does not exist."))?;
+    tracing::info!(
+        key_id = %issued.id(),
+        replaces = %record.id,
+        grace_secs = grace.as_secs(),
+        by = %caller.user.uid,
+        "API key rotated"
+    );
     let (login, _key) = issued.login_with_key();
     Ok(no_store(data(login)))
 }

@@ -113,6 +113,7 @@ use tower_api_key::store::AccountStore;
 use tower_api_key::token::{JwtIssuer, JwtValidator};
 use tower_api_key::ApiKeyLayer;
 use tower_api_key::KeyRing;
+use tower_api_key::RateLimit;
 use tower_api_key::Scope;
 
 mod bootstrap;
@@ -166,6 +167,8 @@ pub struct Admin {
     login_limits: LoginLimits,
     login_queue: Option<usize>,
     login_timeout: Duration,
+    max_key_lifetime: Option<Duration>,
+    rate_limit: Option<RateLimit>,
 }
 
 impl Admin {
@@ -188,6 +191,8 @@ impl Admin {
             login_limits: LoginLimits::default(),
             login_queue: None,
             login_timeout: throttle::DEFAULT_TIMEOUT,
+            max_key_lifetime: None,
+            rate_limit: None,
         }
     }
 
@@ -227,6 +232,21 @@ impl Admin {
         self
     }
 
+    /// The longest a new API key may live: a creation without `expirationDate` gets this lifetime,
+    /// and one asking for a later date answers 400. Default: no limit (keys live until disabled or
+    /// deleted, as VSPC's do).
+    pub fn with_max_key_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_key_lifetime = Some(lifetime.min(MAX_TTL));
+        self
+    }
+
+    /// Limits every identity (each API key, each user's access tokens) to `limit` on the protected
+    /// endpoints; see [`RateLimit`]. Default: no limit.
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
     /// How long access tokens live (`expires_in`). Default: one hour; at most ten years.
     pub fn with_access_token_ttl(mut self, ttl: Duration) -> Self {
         self.access_ttl = ttl.min(MAX_TTL);
@@ -246,9 +266,13 @@ impl Admin {
     /// as its user or company is disabled or its user's tokens are revoked, on every node, as keys
     /// do.
     pub fn layer(&self) -> ApiKeyLayer {
-        ApiKeyLayer::new(self.ring.clone())
+        let layer = ApiKeyLayer::new(self.ring.clone())
             .require_scope(Scope::REST)
-            .with_token_validator(self.tokens.clone())
+            .with_token_validator(self.tokens.clone());
+        match self.rate_limit {
+            Some(limit) => layer.rate_limit(limit),
+            None => layer,
+        }
     }
 
     /// The router: `/api/v3/…` and `/health`, with JSON answers for unknown paths and methods.
@@ -260,6 +284,7 @@ impl Admin {
             access_ttl: self.access_ttl,
             refresh_ttl: self.refresh_ttl,
             max_keys_per_user: self.max_keys_per_user,
+            max_key_lifetime: self.max_key_lifetime,
             key_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             throttle: throttle::Throttle::new(
                 self.login_limits,
@@ -275,6 +300,10 @@ impl Admin {
             .route("/users/{userUid}/tokens", delete(users::revoke_tokens))
             .route("/users/{userUid}/logins", get(keys::list_for_user))
             .route("/users/{userUid}/logins/apikey", post(keys::create))
+            .route(
+                "/users/{userUid}/logins/{userLoginId}/rotate",
+                post(keys::rotate),
+            )
             .route(
                 "/users/{userUid}/logins/{userLoginId}",
                 get(keys::get).patch(keys::patch).delete(keys::delete),
@@ -311,6 +340,8 @@ impl fmt::Debug for Admin {
             .field("login_limits", &self.login_limits)
             .field("login_queue", &self.login_queue)
             .field("login_timeout", &self.login_timeout)
+            .field("max_key_lifetime", &self.max_key_lifetime)
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }

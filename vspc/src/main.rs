@@ -9,6 +9,9 @@
 //! --database URL         sqlite:PATH, sqlite::memory:, postgres://… or redis://…
 //!                        (default sqlite:tower-api-key.db)
 //! --admin-password PW    password for a newly created admin (also env ADMIN_PASSWORD)
+//! --max-key-days N       longest API key lifetime in days (default: none)
+//! --rate-limit N         requests per minute for each key or user (default: none)
+//! --last-used-interval S seconds between writes of keys' lastUsedDate (default 60)
 //! ```
 //!
 //! `JWT_SECRET` (environment) signs access tokens; without it a secret is generated for each start,
@@ -17,9 +20,10 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tower_api_key::store::AccountStore;
-use tower_api_key::{KeyRing, KeyStore, PostgresStore, RedisStore, SqliteStore};
+use tower_api_key::{KeyRing, KeyStore, PostgresStore, RateLimit, RedisStore, SqliteStore};
 use tower_api_key_vspc::{bootstrap_admin, Admin, ADMIN_USER_NAME};
 use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
@@ -30,6 +34,7 @@ const MIN_SECRET_LEN: usize = 32;
 
 const USAGE: &str = "\
 usage: tower-api-key-vspc [--listen ADDR] [--database URL] [--admin-password PW]
+                          [--max-key-days N] [--rate-limit N] [--last-used-interval S]
 
   --listen ADDR          address to listen on (default 127.0.0.1:1280)
   --database URL         sqlite:PATH, sqlite::memory:, postgres://USER@HOST:PORT/DB or
@@ -37,6 +42,11 @@ usage: tower-api-key-vspc [--listen ADDR] [--database URL] [--admin-password PW]
                          PostgreSQL or Redis database share keys and revoke them on every node
   --admin-password PW    password of the admin user when it is created (also env ADMIN_PASSWORD);
                          without one, a password is generated and printed once
+  --max-key-days N       longest lifetime of a new API key, in days; keys created without an
+                         expirationDate get it (default: keys live until disabled or deleted)
+  --rate-limit N         requests per minute for each API key and each user's access tokens;
+                         beyond it 429 with Retry-After (default: no limit)
+  --last-used-interval S seconds between the batched writes of keys' lastUsedDate (default 60)
 
 environment:
   JWT_SECRET             secret that signs access tokens (at least 32 bytes); without it one is
@@ -48,12 +58,18 @@ struct Args {
     listen: SocketAddr,
     database: String,
     admin_password: Option<Zeroizing<String>>,
+    max_key_days: Option<u64>,
+    rate_limit: Option<u32>,
+    last_used_interval: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut listen = DEFAULT_LISTEN.to_owned();
     let mut database = DEFAULT_DATABASE.to_owned();
     let mut admin_password = None;
+    let mut max_key_days = None;
+    let mut rate_limit = None;
+    let mut last_used_interval = 60;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         // Both `--flag value` and `--flag=value`.
@@ -71,6 +87,13 @@ fn parse_args() -> Result<Args, String> {
             "--listen" => listen = value()?,
             "--database" => database = value()?,
             "--admin-password" => admin_password = Some(Zeroizing::new(value()?)),
+            "--max-key-days" => max_key_days = Some(positive(&flag, &value()?)?),
+            "--rate-limit" => {
+                let n = positive(&flag, &value()?)?;
+                rate_limit =
+                    Some(u32::try_from(n).map_err(|_| format!("{flag}: {n} is too large"))?);
+            }
+            "--last-used-interval" => last_used_interval = positive(&flag, &value()?)?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -91,7 +114,19 @@ fn parse_args() -> Result<Args, String> {
         listen,
         database,
         admin_password,
+        max_key_days,
+        rate_limit,
+        last_used_interval,
     })
+}
+
+/// A whole number above zero, for `flag`.
+fn positive(flag: &str, value: &str) -> Result<u64, String> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{flag}: {value} is not a whole number above zero"))
 }
 
 /// The JWT secret from `JWT_SECRET`, or a fresh random one.
@@ -146,14 +181,17 @@ impl Store {
     }
 
     /// The key ring for the layer and the same store as accounts for the management API.
-    fn handles(&self) -> (KeyRing, Arc<dyn AccountStore>) {
-        fn both<S: KeyStore + AccountStore + Clone>(store: &S) -> (KeyRing, Arc<dyn AccountStore>) {
-            (KeyRing::new(store.clone()), Arc::new(store.clone()))
-        }
+    fn handles(&self, last_used_interval: Duration) -> (KeyRing, Arc<dyn AccountStore>) {
+        let both = |store: Arc<dyn KeyStore>, accounts: Arc<dyn AccountStore>| {
+            let ring = KeyRing::builder(store)
+                .track_last_used(last_used_interval)
+                .build();
+            (ring, accounts)
+        };
         match self {
-            Store::Sqlite(s) => both(s),
-            Store::Postgres(s) => both(&**s),
-            Store::Redis(s) => both(s),
+            Store::Sqlite(s) => both(Arc::new(s.clone()), Arc::new(s.clone())),
+            Store::Postgres(s) => both(Arc::new((**s).clone()), Arc::new((**s).clone())),
+            Store::Redis(s) => both(Arc::new(s.clone()), Arc::new(s.clone())),
         }
     }
 
@@ -213,7 +251,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 
 async fn run(args: Args) -> Result<(), String> {
     let store = Store::open(&args.database).await?;
-    let (ring, accounts) = store.handles();
+    let (ring, accounts) = store.handles(Duration::from_secs(args.last_used_interval));
     // The scheme only: a database URL may carry a password.
     tracing::info!(database = scheme_of(&args.database), "store opened");
 
@@ -246,8 +284,15 @@ async fn run(args: Args) -> Result<(), String> {
     drop(boot);
 
     let secret = jwt_secret()?;
-    let app = Admin::new(ring, accounts, &secret).router();
+    let mut admin = Admin::new(ring.clone(), accounts, &secret);
     drop(secret);
+    if let Some(days) = args.max_key_days {
+        admin = admin.with_max_key_lifetime(Duration::from_secs(days.saturating_mul(86_400)));
+    }
+    if let Some(per_minute) = args.rate_limit {
+        admin = admin.with_rate_limit(RateLimit::per_minute(per_minute));
+    }
+    let app = admin.router();
 
     let listener = listen(args.listen).map_err(|e| format!("listening on {}: {e}", args.listen))?;
     let addr = listener
@@ -260,6 +305,10 @@ async fn run(args: Args) -> Result<(), String> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("server: {e}"))?;
+    // Uses of the last interval, before the store closes.
+    if let Err(e) = ring.write_uses().await {
+        tracing::warn!(error = %e, "could not record when keys were last used");
+    }
     store.close().await;
     Ok(())
 }

@@ -13,6 +13,8 @@
 //!   `{"property":"userUid","operation":"equals","value":"…"}`.
 
 use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use super::error::ApiError;
 use super::extract::QueryPairs;
@@ -179,9 +181,16 @@ fn apply_filter(raw: &str, list: &mut ListQuery) -> Result<(), ApiError> {
                 return Err(bad_filter("The filter asks for two different users."));
             }
             list.user_uid = Some(value.to_owned());
+        } else if is(property, "lastUsedDate") && is(operation, "lessThan") {
+            // Keys never used count as used before any date: this finds keys nobody uses.
+            let since = OffsetDateTime::parse(value, &Rfc3339).map_err(|_| {
+                bad_filter("The lastUsedDate in the filter must be an RFC 3339 date and time.")
+            })?;
+            list.unused_since = Some(list.unused_since.map_or(since, |s| s.min(since)));
         } else {
             return Err(bad_filter(
-                "Supported filters: status equals, description contains, userUid equals.",
+                "Supported filters: status equals, description contains, userUid equals, \
+                 lastUsedDate lessThan.",
             ));
         }
     }

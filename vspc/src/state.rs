@@ -24,6 +24,7 @@ pub(crate) struct Shared {
     pub(crate) access_ttl: Duration,
     pub(crate) refresh_ttl: Duration,
     pub(crate) max_keys_per_user: u64,
+    pub(crate) max_key_lifetime: Option<Duration>,
     /// Key creations of one user run one at a time, so a count and the insert after it agree.
     /// Striped: bounded memory whatever the number of users.
     pub(crate) key_locks: [tokio::sync::Mutex<()>; KEY_LOCK_STRIPES],
