@@ -7,6 +7,11 @@
 //! callgrind_annotate callgrind.out.<pid>
 //! ```
 //!
+//! Modes: `accept`, `bare` (the inner service alone), `no_header`, `bad_checksum`, and the accept
+//! path with a lifecycle feature on: `expiring` (the key expires in 3 days: a clock read and a
+//! `Sunset` header), `expires_later` (in a year: a clock read only), `rate_limited` (a quota no
+//! request reaches), `last_used` (the ring tracks use).
+//!
 //! Each mode runs its path `ROUNDS` times inside a `measured_*` function, so the count divided by
 //! `ROUNDS` is the cost of one request. Without valgrind it just runs and prints the count of calls.
 
@@ -18,7 +23,7 @@ use std::hint::black_box;
 
 use http::{header::AUTHORIZATION, HeaderValue, Request, Response};
 use tower::{Layer, Service, ServiceExt};
-use tower_api_key::{ApiKeyLayer, KeyRing, MemoryStore, NewKey, Owner, Scope};
+use tower_api_key::{ApiKeyLayer, KeyRing, MemoryStore, NewKey, Owner, RateLimit, Scope};
 
 mod support;
 use support::call_ready;
@@ -64,7 +69,18 @@ fn main() {
         .build()
         .expect("runtime");
     let _context = rt.enter();
-    let ring = KeyRing::new(MemoryStore::new());
+    let ring = if mode == "last_used" {
+        KeyRing::builder(MemoryStore::new())
+            .track_last_used(std::time::Duration::from_secs(3600))
+            .build()
+    } else {
+        KeyRing::new(MemoryStore::new())
+    };
+    let expires = match mode.as_str() {
+        "expiring" => Some(time::OffsetDateTime::now_utc() + time::Duration::days(3)),
+        "expires_later" => Some(time::OffsetDateTime::now_utc() + time::Duration::days(365)),
+        _ => None,
+    };
     let owner = Owner {
         user_uid: "u".into(),
         user_name: "bench".into(),
@@ -73,20 +89,19 @@ fn main() {
     };
     let mut last = None;
     for _ in 0..1000 {
-        last = Some(
-            rt.block_on(
-                ring.issue(
-                    NewKey::new(owner.clone())
-                        .description("k")
-                        .scope(Scope::REST),
-                ),
-            )
-            .expect("issued"),
-        );
+        let mut new = NewKey::new(owner.clone())
+            .description("k")
+            .scope(Scope::REST);
+        if let Some(at) = expires {
+            new = new.expires(at);
+        }
+        last = Some(rt.block_on(ring.issue(new)).expect("issued"));
     }
     let key = last.expect("issued");
     let value = match mode.as_str() {
-        "accept" | "bare" => format!("Bearer {}", key.key()),
+        "accept" | "bare" | "expiring" | "expires_later" | "rate_limited" | "last_used" => {
+            format!("Bearer {}", key.key())
+        }
         "no_header" => String::new(),
         "bad_checksum" => {
             let mut k = key.key().to_owned();
@@ -94,7 +109,10 @@ fn main() {
             k.replace_range(k.len() - 1.., last);
             format!("Bearer {k}")
         }
-        other => panic!("unknown mode {other}: accept, bare, no_header, bad_checksum"),
+        other => panic!(
+            "unknown mode {other}: accept, bare, no_header, bad_checksum, expiring, \
+             expires_later, rate_limited, last_used"
+        ),
     };
     let inner = tower::service_fn(|request: Request<()>| async move {
         black_box(&request);
@@ -110,7 +128,10 @@ fn main() {
         let mut service = rt.block_on(inner.ready_oneshot()).expect("ready");
         measured_bare(&mut service, reqs)
     } else {
-        let layer = ApiKeyLayer::new(ring).require_scope(Scope::REST);
+        let mut layer = ApiKeyLayer::new(ring).require_scope(Scope::REST);
+        if mode == "rate_limited" {
+            layer = layer.rate_limit(RateLimit::new(u32::MAX, std::time::Duration::from_secs(1)));
+        }
         let mut service = rt
             .block_on(layer.layer(inner).ready_oneshot())
             .expect("ready");
