@@ -12,6 +12,7 @@ use crate::scope::{Scope, Scopes};
 
 /// Status of a key, a user or a company, with VSPC's names. Only [`Status::Enabled`] lets a request through.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub enum Status {
     /// Active.
@@ -117,6 +118,7 @@ impl fmt::Display for Status {
 ///
 /// `parameters` holds the key only in the response that created it and is `""` everywhere else.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UserLogin {
     /// Login id; for API keys, the key id.

@@ -107,6 +107,7 @@
 //! | `sqlite` | `SqliteStore`: keys, users and companies in one file |
 //! | `postgres` | `PostgresStore`: the same in PostgreSQL, shared by many nodes, changes through `LISTEN`/`NOTIFY` |
 //! | `redis` | `RedisStore`: the same in Redis, shared by many nodes, changes through pub/sub |
+//! | `openapi` | `utoipa::ToSchema` for [`UserLogin`], [`Status`], [`Scopes`] and `store::Role`, to document APIs that answer with them |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The README's examples compile as doc tests.

@@ -287,6 +287,25 @@ impl<'de> Deserialize<'de> for Scopes {
     }
 }
 
+/// An array of scope names, as [`Scopes`] serializes; names are open, applications register their own.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Scopes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+        ArrayBuilder::new()
+            .items(ObjectBuilder::new().schema_type(Type::String))
+            .unique_items(true)
+            .description(Some(
+                "Scope names: ui, rest, integration, or one an application registered.",
+            ))
+            .build()
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Scopes {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use crate::key::SecretDigest;
 /// Portal roles act across every company; company roles act inside their own company only. The
 /// read-only roles get read-only credentials whatever they ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub enum Role {
     /// Manages every user, company and key, administrators included.

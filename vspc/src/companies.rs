@@ -4,13 +4,13 @@ use axum::extract::State;
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, Errors};
 use super::extract::{JsonBody, PathParams, QueryPairs};
-use super::input;
-use super::model::{collection, data, CompanyBody};
+use super::input::{self, CompanyInputDoc};
+use super::model::{collection, data, Collection, CompanyBody, Data};
 use super::password;
-use super::patch::{self, settable_status};
-use super::query::paging;
+use super::patch::{self, settable_status, PatchOperation};
+use super::query::{paging, PagingParams};
 use super::rights::Act;
 use super::state::{AppState, Caller};
 use super::users;
@@ -23,6 +23,21 @@ const COMPANY_UID: &str = "companyUid";
 /// `{"organizationInput": {"name", …}, "ownerCredentials": {"userName", "password"}, …}`, which
 /// also creates the company's `CompanyOwner`; or earlier versions' `{"name", "status"}`, which
 /// creates the company alone.
+#[utoipa::path(
+    post,
+    path = "/organizations/companies",
+    tag = "Companies",
+    operation_id = "createCompany",
+    summary = "Create a company and its owner",
+    request_body(content = CompanyInputDoc, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The new company.", body = Data<CompanyBody<'static>>),
+        (status = 409, description = "The company name or the owner's user name is taken.", body = Errors<'static>),
+        (status = 413, description = "The body is too large.", body = Errors<'static>),
+        (status = 415, description = "The body is not JSON.", body = Errors<'static>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,6 +127,18 @@ pub(crate) async fn create(
 }
 
 /// `GET /organizations/companies`: portal roles see every company, others their own.
+#[utoipa::path(
+    get,
+    path = "/organizations/companies",
+    tag = "Companies",
+    operation_id = "listCompanies",
+    summary = "The companies the caller may see",
+    params(PagingParams),
+    responses(
+        (status = 200, description = "One page of companies.", body = Collection<'static, CompanyBody<'static>>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -140,6 +167,19 @@ pub(crate) async fn list(
 }
 
 /// `GET /organizations/companies/{companyUid}`: portal roles, or users of the company.
+#[utoipa::path(
+    get,
+    path = "/organizations/companies/{companyUid}",
+    tag = "Companies",
+    operation_id = "getCompany",
+    summary = "One company",
+    params(("companyUid" = String, Path, description = "The company's `instanceUid`.")),
+    responses(
+        (status = 200, description = "The company.", body = Data<CompanyBody<'static>>),
+        (status = 404, description = "No such company.", body = Errors<'static>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -154,6 +194,22 @@ pub(crate) async fn get(
 /// `PATCH /organizations/companies/{companyUid}` (portal administrators and operators): JSON Patch
 /// `replace` on `/status`. Disabling a company disables every key of its users at once
 /// (`disabledDueToCompany`) and ends their access and refresh tokens for good.
+#[utoipa::path(
+    patch,
+    path = "/organizations/companies/{companyUid}",
+    tag = "Companies",
+    operation_id = "patchCompany",
+    summary = "Enable or disable a company",
+    params(("companyUid" = String, Path, description = "The company's `instanceUid`.")),
+    request_body(content = Vec<PatchOperation>, description = "JSON Patch `replace` on `/status` (`Active`, `Disabled`).", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The company after the change.", body = Data<CompanyBody<'static>>),
+        (status = 404, description = "No such company.", body = Errors<'static>),
+        (status = 413, description = "The body is too large.", body = Errors<'static>),
+        (status = 415, description = "The body is not JSON.", body = Errors<'static>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn patch(
     State(state): State<AppState>,
     caller: Caller,

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use tower_api_key::store::StoreError;
 use tower_api_key::{Reason, Rejection};
@@ -160,21 +161,29 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// `{"errors":[…]}`.
-#[derive(Serialize)]
-struct Errors<'a> {
+/// `{"errors":[…]}`: VSPC's answer to a refused request, the layer's refusals included.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Errors<'a> {
     errors: [ErrorItem<'a>; 1],
 }
 
-#[derive(Serialize)]
+/// One error of VSPC's envelope.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Error)]
+#[serde(deny_unknown_fields)]
 struct ErrorItem<'a> {
     message: &'a str,
+    /// `validation`, `security`, `notFound`, `conflict` or `transport`.
     #[serde(rename = "type")]
     kind: &'static str,
+    /// The HTTP status.
     code: u16,
+    /// The query or path parameter at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     parameter_name: Option<&'a str>,
+    /// The body property at fault (`credentials.password` for a nested one).
     #[serde(skip_serializing_if = "Option::is_none")]
     property_name: Option<&'a str>,
 }
@@ -306,8 +315,11 @@ impl OAuthError {
 }
 
 /// RFC 6749 §5.2's error body.
-#[derive(Serialize)]
-struct OAuthBody<'a> {
+#[derive(Serialize, ToSchema)]
+#[schema(as = OAuthError)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OAuthBody<'a> {
+    /// `invalid_request`, `invalid_grant`, `unsupported_grant_type` or `temporarily_unavailable`.
     error: &'static str,
     error_description: &'a str,
 }

@@ -2,10 +2,11 @@
 //! its type, length and visible text before anything is written, each refusal naming it.
 
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use super::error::ApiError;
-use tower_api_key::store::{CompanyProfile, UserProfile};
+use tower_api_key::store::{CompanyProfile, Role, UserProfile};
 use tower_api_key::text;
 
 /// Longest user or company name.
@@ -271,6 +272,97 @@ pub(crate) fn credentials(
         password,
         name_property,
     })
+}
+
+// The bodies above, as the OpenAPI document describes them. The readers take them property by
+// property, so that each refusal names its property; these types only document what they read.
+
+/// VSPC's `UserInput`, the body of `POST /users`.
+#[derive(ToSchema)]
+#[schema(as = UserInput, rename_all = "camelCase")]
+#[allow(dead_code)]
+pub(crate) struct UserInputDoc {
+    /// The user's company; the caller's when absent.
+    organization_uid: Option<String>,
+    /// `CompanyLocationUser` when absent; earlier versions' `administrator` and `user` are read too.
+    role: Option<Role>,
+    profile: Option<UserProfileDoc>,
+    credentials: CredentialsDoc,
+    /// `Enabled` (the default) or `Disabled`.
+    status: Option<String>,
+    /// Earlier versions' place for the user name, read when `credentials.userName` is absent.
+    user_name: Option<String>,
+}
+
+/// VSPC's `UserProfile` in an input.
+#[derive(ToSchema)]
+#[schema(as = UserProfileInput, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct UserProfileDoc {
+    first_name: Option<String>,
+    last_name: Option<String>,
+    /// `Unknown`, `Mr`, `Miss`, `Mrs` or `Ms`.
+    title: Option<String>,
+    email: Option<String>,
+    address: Option<String>,
+    phone: Option<String>,
+}
+
+/// A user name and password.
+#[derive(ToSchema)]
+#[schema(as = CredentialsInput, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct CredentialsDoc {
+    /// 1 to 128 visible characters.
+    user_name: Option<String>,
+    /// 8 to 1024 characters.
+    password: String,
+}
+
+/// VSPC's `CompanyInput`, the body of `POST /organizations/companies`; earlier versions' `{"name",
+/// "status"}` creates a company without an owner.
+#[derive(ToSchema)]
+#[schema(as = CompanyInput, rename_all = "camelCase")]
+#[allow(dead_code)]
+pub(crate) struct CompanyInputDoc {
+    organization_input: Option<OrganizationInputDoc>,
+    /// The company's `CompanyOwner`, created with it; required with `organizationInput`.
+    owner_credentials: Option<CredentialsDoc>,
+    subscription_plan_uid: Option<String>,
+    is_rest_access_enabled: Option<bool>,
+    is_alarm_detect_enabled: Option<bool>,
+    /// `Active` (the default) or `Disabled`.
+    status: Option<String>,
+    /// Earlier versions' company name, without `organizationInput`.
+    name: Option<String>,
+}
+
+/// VSPC's `OrganizationInput`.
+#[derive(ToSchema)]
+#[schema(as = OrganizationInput, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct OrganizationInputDoc {
+    /// 1 to 128 visible characters, none of `<`, `>`, `=`, `%`, `~`.
+    name: String,
+    alias: Option<String>,
+    tax_id: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    country: Option<i32>,
+    /// 1 to 51.
+    state: Option<i32>,
+    country_name: Option<String>,
+    region_name: Option<String>,
+    city: Option<String>,
+    street: Option<String>,
+    location_admin0_code: Option<String>,
+    location_admin1_code: Option<String>,
+    location_admin2_code: Option<String>,
+    zip_code: Option<String>,
+    website: Option<String>,
+    notes: Option<String>,
+    veeam_tenant_id: Option<String>,
+    company_id: Option<String>,
 }
 
 #[cfg(test)]

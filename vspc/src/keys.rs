@@ -7,11 +7,11 @@ use axum::response::Response;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::error::{no_store, ApiError};
+use super::error::{no_store, ApiError, Errors};
 use super::extract::{JsonBody, PathParams, QueryPairs};
-use super::model::{collection, data};
-use super::patch::{self, settable_status};
-use super::query::key_query;
+use super::model::{collection, data, Collection, Data};
+use super::patch::{self, settable_status, PatchOperation};
+use super::query::{key_query, KeyListParams};
 use super::rights::Act;
 use super::state::{AppState, Caller, Shared};
 use tower_api_key::store::{KeyRecord, KeyUpdate, ListQuery, Owner};
@@ -24,6 +24,26 @@ const USER_UID: &str = "userUid";
 const LOGIN_ID: &str = "userLoginId";
 
 /// `POST /users/{userUid}/logins/apikey?description=…&scopes=…&isReadAccessOnly=…&expirationDate=…`
+#[utoipa::path(
+    post,
+    path = "/users/{userUid}/logins/apikey",
+    tag = "API keys",
+    operation_id = "createApiKey",
+    summary = "Create an API key",
+    params(
+        ("userUid" = String, Path, description = "The user's `instanceUid`."),
+        ("description" = String, Query, description = "1 to 128 characters without <, >, =, control or format characters."),
+        ("scopes" = Vec<String>, Query, explode, description = "Repeated (`scopes=rest&scopes=ui`), a JSON array or comma-separated: ui, rest, integration; none the caller lacks."),
+        ("isReadAccessOnly" = Option<bool>, Query, description = "A key that may only read; always so for read-only roles."),
+        ("expirationDate" = Option<String>, Query, format = DateTime, description = "RFC 3339, in the future and within the server's longest key lifetime; without it, a key lives that long (or until disabled or deleted when the server sets none)."),
+    ),
+    responses(
+        (status = 200, description = "The key's identity with the key in `parameters`, the only time it is shown; never cached.", body = Data<UserLogin>),
+        (status = 404, description = "No such user.", body = Errors<'static>),
+        (status = 409, description = "The user holds the most keys allowed.", body = Errors<'static>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,6 +161,24 @@ fn expiration(state: &Shared, query: &QueryPairs) -> Result<Option<OffsetDateTim
 /// one's settings, shown once; the old one works for `gracePeriod` seconds more (default 0: it is
 /// deleted at once, as for a leaked key; at most 30 days), answering meanwhile with `Deprecation`
 /// and `Sunset`.
+#[utoipa::path(
+    post,
+    path = "/users/{userUid}/logins/{userLoginId}/rotate",
+    tag = "API keys",
+    operation_id = "rotateApiKey",
+    summary = "Replace an API key by a new one with the same settings",
+    params(
+        ("userUid" = String, Path, description = "The user's `instanceUid`."),
+        ("userLoginId" = u64, Path, description = "The key id."),
+        ("gracePeriod" = Option<u64>, Query, minimum = 0, maximum = 2592000, description = "Seconds the old key keeps working, answering with `Deprecation` and `Sunset`; never past its own expiry. 0 (the default) deletes it at once."),
+    ),
+    responses(
+        (status = 200, description = "The successor's identity with the key in `parameters`, the only time it is shown; never cached.", body = Data<UserLogin>),
+        (status = 404, description = "No such user, or the key is not this user's.", body = Errors<'static>),
+        (status = 409, description = "The key has expired or was already replaced, or a grace period would take the user past the most keys allowed.", body = Errors<'static>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
@@ -263,6 +301,18 @@ fn parse_scopes(query: &QueryPairs) -> Result<Scopes, ApiError> {
 }
 
 /// `GET /users/logins`: every key the caller may see (administrators: all; others: their own).
+#[utoipa::path(
+    get,
+    path = "/users/logins",
+    tag = "API keys",
+    operation_id = "listApiKeys",
+    summary = "Every API key the caller may see",
+    params(KeyListParams),
+    responses(
+        (status = 200, description = "One page of keys; portal roles see all, others their own.", body = Collection<'static, UserLogin>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list_all(
     State(state): State<AppState>,
     caller: Caller,
@@ -273,6 +323,19 @@ pub(crate) async fn list_all(
 }
 
 /// `GET /users/{userUid}/logins`.
+#[utoipa::path(
+    get,
+    path = "/users/{userUid}/logins",
+    tag = "API keys",
+    operation_id = "listUserApiKeys",
+    summary = "A user's API keys",
+    params(("userUid" = String, Path, description = "The user's `instanceUid`."), KeyListParams),
+    responses(
+        (status = 200, description = "One page of the user's keys.", body = Collection<'static, UserLogin>),
+        (status = 404, description = "No such user.", body = Errors<'static>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list_for_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -329,6 +392,19 @@ async fn owned_key(
 }
 
 /// `GET /users/{userUid}/logins/{userLoginId}`.
+#[utoipa::path(
+    get,
+    path = "/users/{userUid}/logins/{userLoginId}",
+    tag = "API keys",
+    operation_id = "getApiKey",
+    summary = "One API key",
+    params(("userUid" = String, Path, description = "The user's `instanceUid`."), ("userLoginId" = u64, Path, description = "The key id.")),
+    responses(
+        (status = 200, description = "The key's identity; `parameters` is empty.", body = Data<UserLogin>),
+        (status = 404, description = "No such user, or the key is not this user's.", body = Errors<'static>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -339,6 +415,22 @@ pub(crate) async fn get(
 }
 
 /// `PATCH /users/{userUid}/logins/{userLoginId}`: JSON Patch `replace` on `/status`, `/description`.
+#[utoipa::path(
+    patch,
+    path = "/users/{userUid}/logins/{userLoginId}",
+    tag = "API keys",
+    operation_id = "patchApiKey",
+    summary = "Enable, disable or describe an API key",
+    params(("userUid" = String, Path, description = "The user's `instanceUid`."), ("userLoginId" = u64, Path, description = "The key id.")),
+    request_body(content = Vec<PatchOperation>, description = "JSON Patch `replace` on `/status` (`enabled`, `disabled`) and `/description`.", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The key after the change.", body = Data<UserLogin>),
+        (status = 404, description = "No such user, or the key is not this user's.", body = Errors<'static>),
+        (status = 413, description = "The body is too large.", body = Errors<'static>),
+        (status = 415, description = "The body is not JSON.", body = Errors<'static>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn patch(
     State(state): State<AppState>,
     caller: Caller,
@@ -394,6 +486,19 @@ pub(crate) async fn patch(
 }
 
 /// `DELETE /users/{userUid}/logins/{userLoginId}` → `{"data": true}`.
+#[utoipa::path(
+    delete,
+    path = "/users/{userUid}/logins/{userLoginId}",
+    tag = "API keys",
+    operation_id = "deleteApiKey",
+    summary = "Delete an API key",
+    params(("userUid" = String, Path, description = "The user's `instanceUid`."), ("userLoginId" = u64, Path, description = "The key id.")),
+    responses(
+        (status = 200, description = "Deleted: refused from now on, on every node.", body = Data<bool>),
+        (status = 404, description = "No such user, or the key is not this user's.", body = Errors<'static>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     caller: Caller,

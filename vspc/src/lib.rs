@@ -46,6 +46,7 @@
 //! | `GET /users/logins` | anyone signed in | portal roles: all keys; others: their own |
 //! | `GET /users/{userUid}/logins` | self, who may read them | the user's keys |
 //! | `GET`, `PATCH`, `DELETE /users/{userUid}/logins/{userLoginId}` | self, who manages them | one key; PATCH is JSON Patch `replace` on `/status` and `/description`; DELETE → `{"data": true}` |
+//! | `GET /openapi.json` | anyone | this table as an OpenAPI 3.1 document ([`Admin::openapi`]) |
 //! | `GET /health` | anyone | `{"status":"ok"}` |
 //!
 //! # Roles
@@ -105,9 +106,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::Response;
-use axum::routing::{delete, get, post};
 use axum::Router;
 use http::StatusCode;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use tower_api_key::store::AccountStore;
 use tower_api_key::token::{JwtIssuer, JwtValidator};
@@ -123,6 +126,7 @@ mod extract;
 mod input;
 mod keys;
 mod model;
+mod openapi;
 mod password;
 mod patch;
 mod principal;
@@ -291,42 +295,48 @@ impl Admin {
                 self.login_queue,
                 self.login_timeout,
             ),
+            openapi: openapi::Document::default(),
         });
-        let protected = Router::new()
-            .route("/users", get(users::list).post(users::create))
-            .route("/users/me", get(users::me))
-            .route("/users/logins", get(keys::list_all))
-            .route("/users/{userUid}", get(users::get).patch(users::patch))
-            .route("/users/{userUid}/tokens", delete(users::revoke_tokens))
-            .route("/users/{userUid}/logins", get(keys::list_for_user))
-            .route("/users/{userUid}/logins/apikey", post(keys::create))
-            .route(
-                "/users/{userUid}/logins/{userLoginId}/rotate",
-                post(keys::rotate),
-            )
-            .route(
-                "/users/{userUid}/logins/{userLoginId}",
-                get(keys::get).patch(keys::patch).delete(keys::delete),
-            )
-            .route(
-                "/organizations/companies",
-                get(companies::list).post(companies::create),
-            )
-            .route(
-                "/organizations/companies/{companyUid}",
-                get(companies::get).patch(companies::patch),
-            )
-            // Only matched routes are guarded: the token endpoint and unknown paths stay open.
-            .route_layer(self.layer());
-        let api = Router::new()
-            .route("/token", post(token::token))
-            .merge(protected);
-        Router::new()
-            .nest("/api/v3", api)
-            .route("/health", get(health))
+        let (router, doc) = self.routes();
+        shared.openapi.set(&doc);
+        router
             .fallback(no_route)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(shared)
+    }
+
+    /// The OpenAPI 3.1 document of [`Admin::router`]'s routes, as `GET /api/v3/openapi.json`
+    /// answers it: merge it into your own when you mount the router beside other routes.
+    pub fn openapi(&self) -> utoipa::openapi::OpenApi {
+        self.routes().1
+    }
+
+    /// Every route, each registered with the `#[utoipa::path]` of its handler, so the document
+    /// lists exactly what the router serves.
+    fn routes(&self) -> (Router<state::AppState>, utoipa::openapi::OpenApi) {
+        let protected = OpenApiRouter::new()
+            .routes(routes!(users::list, users::create))
+            .routes(routes!(users::me))
+            .routes(routes!(keys::list_all))
+            .routes(routes!(users::get, users::patch))
+            .routes(routes!(users::revoke_tokens))
+            .routes(routes!(keys::list_for_user))
+            .routes(routes!(keys::create))
+            .routes(routes!(keys::rotate))
+            .routes(routes!(keys::get, keys::patch, keys::delete))
+            .routes(routes!(companies::list, companies::create))
+            .routes(routes!(companies::get, companies::patch))
+            // Only matched routes are guarded: the token endpoint and unknown paths stay open.
+            .route_layer(self.layer());
+        let api = OpenApiRouter::new()
+            .routes(routes!(token::token))
+            .routes(routes!(openapi::document))
+            .merge(protected);
+        let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+            .nest("/api/v3", api)
+            .routes(routes!(health))
+            .split_for_parts();
+        (router, openapi::finish(doc))
     }
 }
 
@@ -346,11 +356,23 @@ impl fmt::Debug for Admin {
     }
 }
 
-#[derive(serde::Serialize)]
+/// The answer of `GET /health`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct Health {
+    /// Always `ok`.
     status: &'static str,
 }
 
+/// `GET /health`.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "Service",
+    operation_id = "health",
+    summary = "Liveness",
+    responses((status = 200, description = "The server answers.", body = Health)),
+)]
 async fn health() -> Response {
     json_response(StatusCode::OK, &Health { status: "ok" })
 }

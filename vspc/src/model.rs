@@ -1,17 +1,22 @@
 //! The shapes of VSPC's resources and envelopes, serialized straight from structs so properties keep
 //! VSPC's order.
+//!
+//! The answer types are only serialized; `#[serde(deny_unknown_fields)]` on them closes their
+//! OpenAPI schemas (`additionalProperties: false`): an answer has these properties and no others.
 
 use axum::response::Response;
 use http::StatusCode;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::json_response;
 use tower_api_key::store::{Company, CompanyProfile, Role, User};
 use tower_api_key::Status;
 
 /// `{"data": …}`.
-#[derive(Serialize)]
-struct Data<T> {
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Data<T> {
     data: T,
 }
 
@@ -21,22 +26,30 @@ pub(crate) fn data<T: Serialize>(value: T) -> Response {
 }
 
 /// `{"data":[…],"meta":{"pagingInfo":{"total","count","offset"}}}`.
-#[derive(Serialize)]
-struct Collection<'a, T> {
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Collection<'a, T> {
     data: &'a [T],
     meta: Meta,
 }
 
-#[derive(Serialize)]
+/// What a collection says about itself.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 struct Meta {
     paging_info: PagingInfo,
 }
 
-#[derive(Serialize)]
+/// Where the page sits in the whole collection.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct PagingInfo {
+    /// How many items the whole collection holds.
     total: u64,
+    /// How many items this page holds.
     count: usize,
+    /// The `offset` the page starts at.
     offset: u64,
 }
 
@@ -57,33 +70,54 @@ pub(crate) fn collection<T: Serialize>(items: &[T], total: u64, offset: u64) -> 
     )
 }
 
-/// VSPC's `UserStatus`: a user is `Enabled` or `Disabled`.
-fn user_status(status: Status) -> &'static str {
-    if status.is_enabled() {
-        "Enabled"
-    } else {
-        "Disabled"
+/// VSPC's `UserStatus`.
+#[derive(Serialize, ToSchema)]
+enum UserStatus {
+    Enabled,
+    Disabled,
+}
+
+impl From<Status> for UserStatus {
+    fn from(status: Status) -> Self {
+        if status.is_enabled() {
+            Self::Enabled
+        } else {
+            Self::Disabled
+        }
     }
 }
 
-/// VSPC's `CompanyStatus`: a company is `Active` or `Disabled`.
-fn company_status(status: Status) -> &'static str {
-    if status.is_enabled() {
-        "Active"
-    } else {
-        "Disabled"
+/// VSPC's `CompanyStatus`.
+#[derive(Serialize, ToSchema)]
+enum CompanyStatus {
+    Active,
+    Disabled,
+}
+
+impl From<Status> for CompanyStatus {
+    fn from(status: Status) -> Self {
+        if status.is_enabled() {
+            Self::Active
+        } else {
+            Self::Disabled
+        }
     }
 }
 
 /// VSPC's `User`; never the password hash.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = User)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct UserBody<'a> {
     instance_uid: &'a str,
+    /// The UID of the user's company.
     organization_uid: &'a str,
     user_name: &'a str,
-    status: &'static str,
+    status: UserStatus,
+    /// Always `Disabled`: this server has no multi-factor authentication.
     mfa_policy_status: &'static str,
+    /// Always `NotConfigured`.
     mfa_policy_configuration_status: &'static str,
     role: Role,
     profile: ProfileBody<'a>,
@@ -91,8 +125,10 @@ pub(crate) struct UserBody<'a> {
 }
 
 /// VSPC's `UserProfile`, with its `title` default.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = UserProfile)]
+#[serde(deny_unknown_fields)]
 struct ProfileBody<'a> {
     first_name: Option<&'a str>,
     last_name: Option<&'a str>,
@@ -103,10 +139,13 @@ struct ProfileBody<'a> {
 }
 
 /// VSPC's credentials in an answer: the login name, never a password.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Credentials)]
+#[serde(deny_unknown_fields)]
 struct CredentialsBody<'a> {
     user_name: &'a str,
+    /// Always null in answers.
     password: Option<&'a str>,
 }
 
@@ -117,7 +156,7 @@ impl<'a> From<&'a User> for UserBody<'a> {
             instance_uid: &user.uid,
             organization_uid: &user.company_id,
             user_name: &user.user_name,
-            status: user_status(user.status),
+            status: user.status.into(),
             mfa_policy_status: "Disabled",
             mfa_policy_configuration_status: "NotConfigured",
             role: user.role,
@@ -138,12 +177,14 @@ impl<'a> From<&'a User> for UserBody<'a> {
 }
 
 /// VSPC's `Company`, with its `Organization` embedded.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Company)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct CompanyBody<'a> {
     instance_uid: &'a str,
     name: &'a str,
-    status: &'static str,
+    status: CompanyStatus,
     reseller_uid: Option<&'a str>,
     subscription_plan_uid: Option<&'a str>,
     is_rest_access_enabled: bool,
@@ -154,17 +195,23 @@ pub(crate) struct CompanyBody<'a> {
     embedded: Embedded<'a>,
 }
 
-#[derive(Serialize)]
+/// What VSPC embeds in a `Company`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CompanyEmbedded)]
+#[serde(deny_unknown_fields)]
 struct Embedded<'a> {
     organization: OrganizationBody<'a>,
 }
 
 /// VSPC's `Organization` of a company.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Organization)]
+#[serde(deny_unknown_fields)]
 struct OrganizationBody<'a> {
     instance_uid: &'a str,
     name: &'a str,
+    /// Always `Company`.
     #[serde(rename = "type")]
     kind: &'static str,
     alias: Option<&'a str>,
@@ -222,7 +269,7 @@ impl<'a> From<&'a Company> for CompanyBody<'a> {
         Self {
             instance_uid: &company.uid,
             name: &company.name,
-            status: company_status(company.status),
+            status: company.status.into(),
             reseller_uid: None,
             subscription_plan_uid: p.subscription_plan_uid.as_deref(),
             is_rest_access_enabled: p.is_rest_access_enabled,

@@ -5,6 +5,7 @@
 //! changes nothing (RFC 6902 §5).
 
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use tower_api_key::Status;
@@ -118,6 +119,26 @@ pub(crate) fn settable_status(value: &Value) -> Result<Status, ApiError> {
         }
     });
     parsed.ok_or_else(|| ApiError::bad_property("status", "status must be enabled or disabled."))
+}
+
+/// One operation of the JSON Patch bodies, as the OpenAPI document describes them (`parse` reads
+/// them by hand).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct PatchOperation {
+    op: PatchOp,
+    /// A JSON Pointer to one of the properties the endpoint lets change, such as `/status`.
+    path: String,
+    /// The new value.
+    value: Value,
+}
+
+/// The only JSON Patch operation taken.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum PatchOp {
+    Replace,
 }
 
 #[cfg(test)]

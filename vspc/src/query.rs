@@ -15,6 +15,7 @@
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::QueryPairs;
@@ -30,6 +31,41 @@ const MAX_OFFSET: u64 = i32::MAX as u64;
 pub(crate) struct Paging {
     pub(crate) offset: u64,
     pub(crate) limit: u64,
+}
+
+/// `limit` and `offset` as the OpenAPI document describes them.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct PagingParams {
+    /// How many items, 1 to 500; 100 when absent.
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u64>,
+    /// How many items to skip, 0 to 2147483647.
+    #[param(maximum = 2147483647)]
+    offset: Option<u64>,
+}
+
+/// The parameters of key listings, as the OpenAPI document describes them.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct KeyListParams {
+    /// How many keys, 1 to 500; 100 when absent.
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u64>,
+    /// How many keys to skip, 0 to 2147483647.
+    #[param(maximum = 2147483647)]
+    offset: Option<u64>,
+    /// One of `id`, `creationDate`, `description`, `userName`, `status`, `-` before it for
+    /// descending, or VSPC's JSON forms: `["-creationDate"]`,
+    /// `[{"property":"creationDate","direction":"descending"}]`.
+    sort: Option<String>,
+    /// A JSON array of conditions that must all hold:
+    /// `{"property":"status","operation":"equals","value":"enabled"}`,
+    /// `{"property":"description","operation":"contains","value":"…"}`,
+    /// `{"property":"userUid","operation":"equals","value":"…"}`.
+    filter: Option<String>,
 }
 
 /// Reads `limit` and `offset`.

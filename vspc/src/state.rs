@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) key_locks: [tokio::sync::Mutex<()>; KEY_LOCK_STRIPES],
     /// Failed password logins.
     pub(crate) throttle: super::throttle::Throttle,
+    /// The OpenAPI document `GET /api/v3/openapi.json` answers, set once the routes are known.
+    pub(crate) openapi: super::openapi::Document,
 }
 
 const KEY_LOCK_STRIPES: usize = 64;

@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::error::{json_response, no_store, OAuthError};
+use utoipa::ToSchema;
+
+use super::error::{json_response, no_store, OAuthBody, OAuthError};
 use super::extract::media_type;
 use super::password;
 use super::state::{AppState, Shared};
@@ -30,7 +32,49 @@ const MAX_FORM: usize = 16 * 1024;
 /// The scopes of every access token: what a VSPC password login grants.
 const TOKEN_SCOPES: [Scope; 3] = [Scope::UI, Scope::REST, Scope::INTEGRATION];
 
+/// The form `POST /token` reads: one grant's parameters, each at most once.
+#[derive(ToSchema)]
+#[schema(as = TokenRequest)]
+#[allow(dead_code)] // Documents the form, which `Form` reads pair by pair.
+pub(crate) struct TokenForm {
+    grant_type: GrantType,
+    /// With `grant_type=password`.
+    username: Option<String>,
+    /// With `grant_type=password`.
+    password: Option<String>,
+    /// With `grant_type=refresh_token`: the refresh token of the last answer, good once.
+    refresh_token: Option<String>,
+    /// `true` for a token that may only read; a refresh never lifts it.
+    #[schema(rename = "readOnly")]
+    read_only: Option<bool>,
+}
+
+/// The grants `POST /token` takes.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum GrantType {
+    Password,
+    RefreshToken,
+}
+
 /// `POST /api/v3/token`.
+#[utoipa::path(
+    post,
+    path = "/token",
+    tag = "Authentication",
+    operation_id = "token",
+    summary = "OAuth 2 access and refresh tokens",
+    description = "The password grant (RFC 6749 §4.3) or the refresh-token grant (§6). Needs no credential.",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "New tokens; never cached.", body = TokenBody<'static>),
+        (status = 400, description = "A missing, repeated or malformed parameter, or wrong credentials.", body = OAuthBody<'static>),
+        (status = 429, description = "Too many failed logins for the name or from the client.", body = OAuthBody<'static>,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 503, description = "Too many logins at once, or the store failed.", body = OAuthBody<'static>),
+    ),
+)]
 pub(crate) async fn token(State(state): State<AppState>, request: Request) -> Response {
     match grant(&state, request).await {
         Ok(response) => response,
@@ -279,11 +323,16 @@ async fn issue(
 }
 
 /// RFC 6749 §5.1's successful answer.
-#[derive(Serialize)]
-struct TokenBody<'a> {
+#[derive(Serialize, ToSchema)]
+#[schema(as = Token)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenBody<'a> {
+    /// A JWT to send as `Authorization: Bearer …`.
     access_token: &'a str,
+    /// Always `bearer`.
     token_type: &'static str,
     refresh_token: &'a str,
+    /// Seconds the access token lives.
     expires_in: u64,
 }
 

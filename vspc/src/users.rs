@@ -5,13 +5,13 @@ use axum::response::Response;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::error::ApiError;
+use super::error::{ApiError, Errors};
 use super::extract::{JsonBody, PathParams, QueryPairs};
-use super::input::{self, Credentials};
-use super::model::{collection, data, UserBody};
+use super::input::{self, Credentials, UserInputDoc};
+use super::model::{collection, data, Collection, Data, UserBody};
 use super::password::{self, HashError};
-use super::patch::{self, settable_status};
-use super::query::paging;
+use super::patch::{self, settable_status, PatchOperation};
+use super::query::{paging, PagingParams};
 use super::rights::Act;
 use super::state::{AppState, Caller, Shared};
 use tower_api_key::store::{ChangeEvent, Role, User, UserProfile};
@@ -25,6 +25,21 @@ const USER_UID: &str = "userUid";
 /// still works. Role defaults to `CompanyLocationUser`, the company to the caller's, the status to
 /// `Enabled`. Nobody creates a user stronger than themselves: a role at or above their own, in a
 /// company out of their reach, or through a credential that opens less than the new user's login.
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "Users",
+    operation_id = "createUser",
+    summary = "Create a user",
+    request_body(content = UserInputDoc, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The new user.", body = Data<UserBody<'static>>),
+        (status = 409, description = "The user name is taken.", body = Errors<'static>),
+        (status = 413, description = "The body is too large.", body = Errors<'static>),
+        (status = 415, description = "The body is not JSON.", body = Errors<'static>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -127,6 +142,18 @@ pub(crate) async fn new_user(
 
 /// `GET /users`: portal roles see every user, company owners and administrators their company's,
 /// others themselves.
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "Users",
+    operation_id = "listUsers",
+    summary = "The users the caller may see",
+    params(PagingParams),
+    responses(
+        (status = 200, description = "One page of users.", body = Collection<'static, UserBody<'static>>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -162,11 +189,35 @@ pub(crate) async fn list(
 }
 
 /// `GET /users/me`: the caller's own user (VSPC's "Get Current User"), to learn one's UID.
+#[utoipa::path(
+    get,
+    path = "/users/me",
+    tag = "Users",
+    operation_id = "getCurrentUser",
+    summary = "The caller's own user",
+    responses(
+        (status = 200, description = "The caller's user; its `instanceUid` is the `userUid` of the other paths.", body = Data<UserBody<'static>>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn me(caller: Caller) -> Response {
     data(UserBody::from(&caller.user))
 }
 
 /// `GET /users/{userUid}`.
+#[utoipa::path(
+    get,
+    path = "/users/{userUid}",
+    tag = "Users",
+    operation_id = "getUser",
+    summary = "One user",
+    params(("userUid" = String, Path, description = "The user's `instanceUid`.")),
+    responses(
+        (status = 200, description = "The user.", body = Data<UserBody<'static>>),
+        (status = 404, description = "No such user.", body = Errors<'static>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -191,6 +242,22 @@ const PATCHABLE: &[&str] = &[
 /// `PATCH /users/{userUid}`: JSON Patch `replace` on `/status` (by those who manage the user, not
 /// the user themselves) and on `/profile/…`. Disabling a user disables every key of theirs at once
 /// (`disabledDueToUser`) and ends their access and refresh tokens for good.
+#[utoipa::path(
+    patch,
+    path = "/users/{userUid}",
+    tag = "Users",
+    operation_id = "patchUser",
+    summary = "Enable or disable a user, or change their profile",
+    params(("userUid" = String, Path, description = "The user's `instanceUid`.")),
+    request_body(content = Vec<PatchOperation>, description = "JSON Patch `replace` on `/status` and `/profile/firstName`, `lastName`, `title`, `email`, `address`, `phone`.", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The user after the change.", body = Data<UserBody<'static>>),
+        (status = 404, description = "No such user.", body = Errors<'static>),
+        (status = 413, description = "The body is too large.", body = Errors<'static>),
+        (status = 415, description = "The body is not JSON.", body = Errors<'static>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn patch(
     State(state): State<AppState>,
     caller: Caller,
@@ -252,6 +319,19 @@ async fn revoke(state: &Shared, uid: &str) -> Result<(), ApiError> {
 
 /// `DELETE /users/{userUid}/tokens`: ends every access and refresh token of the user, on every
 /// node. API keys are not tokens: they stay.
+#[utoipa::path(
+    delete,
+    path = "/users/{userUid}/tokens",
+    tag = "Users",
+    operation_id = "revokeUserTokens",
+    summary = "End a user's access and refresh tokens",
+    params(("userUid" = String, Path, description = "The user's `instanceUid`.")),
+    responses(
+        (status = 200, description = "Ended, on every node; API keys stay.", body = Data<bool>),
+        (status = 404, description = "No such user.", body = Errors<'static>),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn revoke_tokens(
     State(state): State<AppState>,
     caller: Caller,
