@@ -12,6 +12,7 @@ use crate::header;
 use crate::identity::Identity;
 use crate::key::{KeyError, KeyId, ParsedKey, SECRET_TOKEN_SCHEME};
 use crate::layer::Config;
+use crate::metrics;
 use crate::policy::authorize;
 use crate::rejection::{Reason, Rejection};
 use crate::scope::Scope;
@@ -135,8 +136,7 @@ impl Config {
             key_id = key_id.map(KeyId::get),
             "request refused"
         );
-        #[cfg(not(feature = "tracing"))]
-        let _ = key_id;
+        metrics::refused(reason, key_id);
         Rejection::in_realm(reason, &self.challenges)
     }
 }

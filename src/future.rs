@@ -111,6 +111,7 @@ where
                     } = *call.take().expect("ResponseFuture polled after completion");
                     let next = match config.admit(outcome, request.method(), required) {
                         Ok(identity) => {
+                            crate::metrics::accepted(&identity);
                             request.extensions_mut().insert(identity);
                             State::Inner {
                                 future: inner.call(request),

@@ -102,11 +102,29 @@
 //! |---|---|
 //! | *(none)* | the layer, [`MemoryStore`], [`KeyRing`], the [`TokenValidator`] trait |
 //! | `tracing` | `tracing` events for every refusal: the reason, never the secret |
+//! | `metrics` | counters of accepted and refused requests and index hits, a histogram of store reads ([below](#metrics)) |
 //! | `jwt` | [`token::JwtValidator`] (HS256, RS256, ES256, EdDSA) and [`token::JwtIssuer`] |
 //! | `axum` | extractors for [`Identity`] and `Login` |
 //! | `sqlite` | `SqliteStore`: keys, users and companies in one file |
 //! | `postgres` | `PostgresStore`: the same in PostgreSQL, shared by many nodes, changes through `LISTEN`/`NOTIFY` |
 //! | `redis` | `RedisStore`: the same in Redis, shared by many nodes, changes through pub/sub |
+//!
+//! # Metrics
+//!
+//! With the feature `metrics`, the layer reports through the [`metrics`](https://docs.rs/metrics)
+//! facade to the recorder the process installs:
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `tower_api_key_requests_accepted_total` | counter | `kind` = `api_key` \| `token` | requests let through to the inner service |
+//! | `tower_api_key_requests_refused_total` | counter | `reason` = [`Reason::as_str`] (`no_credentials`, `wrong_secret`, `unknown_key`, …; a fixed set) | requests refused, by reason |
+//! | `tower_api_key_store_lookup_seconds` | histogram | `outcome` = `found` \| `absent` \| `error` | the key store read on an index miss, one per id however many requests wait for it |
+//! | `tower_api_key_index_lookups_total` | counter | `result` = `hit` \| `miss` | index lookups of presented keys; hit ratio = hit / (hit + miss) |
+//!
+//! No label holds a key id, a secret or anything a client chose. The series are registered once,
+//! with the recorder found at the first request, so **install the recorder before the first
+//! request**; every series exists, at zero, from then on.
+
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The README's examples compile as doc tests.
@@ -124,6 +142,7 @@ mod identity;
 mod index;
 pub mod key;
 mod layer;
+mod metrics;
 mod policy;
 mod rejection;
 mod ring;

@@ -87,6 +87,7 @@ where
         };
         match self.config.decide(&request, required) {
             Decision::Admit(identity) => {
+                crate::metrics::accepted(&identity);
                 request.extensions_mut().insert(identity);
                 // Called now, so the instance that was polled ready is the one that is called.
                 ResponseFuture::inner(self.inner.call(request))
