@@ -67,13 +67,13 @@ impl Config {
             },
             (None, digest) => {
                 let ring = self.ring.clone();
-                let check: Check = Box::pin(async move {
+                let check: Check = Box::pin(metrics::in_lookup_span(id, async move {
                     match ring.check_store(id, digest).await {
                         Ok(verdict) => verdict,
                         Err(e) if e.is_timeout() => Err(Reason::StoreTimeout),
                         Err(_) => Err(Reason::StoreError),
                     }
-                });
+                }));
                 Decision::Wait(check, Some(id))
             }
         }

@@ -101,15 +101,15 @@
 //! | feature | adds |
 //! |---|---|
 //! | *(none)* | the layer, [`MemoryStore`], [`KeyRing`], the [`TokenValidator`] trait |
-//! | `tracing` | `tracing` events for every refusal: the reason, never the secret |
-//! | `metrics` | counters of accepted and refused requests and index hits, a histogram of store reads ([below](#metrics)) |
+//! | `tracing` | `tracing` events for every refusal, `key_id` and `reason` in the request's span: never the secret |
+//! | `metrics` | counters of accepted and refused requests and index hits, a histogram of store reads ([below](#metrics-and-tracing)) |
 //! | `jwt` | [`token::JwtValidator`] (HS256, RS256, ES256, EdDSA) and [`token::JwtIssuer`] |
 //! | `axum` | extractors for [`Identity`] and `Login` |
 //! | `sqlite` | `SqliteStore`: keys, users and companies in one file |
 //! | `postgres` | `PostgresStore`: the same in PostgreSQL, shared by many nodes, changes through `LISTEN`/`NOTIFY` |
 //! | `redis` | `RedisStore`: the same in Redis, shared by many nodes, changes through pub/sub |
 //!
-//! # Metrics
+//! # Metrics and tracing
 //!
 //! With the feature `metrics`, the layer reports through the [`metrics`](https://docs.rs/metrics)
 //! facade to the recorder the process installs:
@@ -124,7 +124,12 @@
 //! No label holds a key id, a secret or anything a client chose. The series are registered once,
 //! with the recorder found at the first request, so **install the recorder before the first
 //! request**; every series exists, at zero, from then on.
-
+//!
+//! With the feature `tracing`, the layer records `key_id` (accepted and refused) and `reason`
+//! (refused) into the current span when it declares them, as a `tower_http::trace::TraceLayer`
+//! span can (`.make_span_with(|_: &Request<_>| tracing::info_span!("request", key_id =
+//! tracing::field::Empty, reason = tracing::field::Empty))`); the store lookup of a key the index
+//! does not hold runs in a `key_lookup` span with its `key_id`. The secret is never recorded.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The README's examples compile as doc tests.

@@ -1,7 +1,7 @@
 //! What the layer tells the outside about the requests it decides: counters and a histogram
-//! through the [`metrics`](https://docs.rs/metrics) facade (feature `metrics`). The request path
-//! calls the functions here, one line each; without the feature they are empty and compile to
-//! nothing.
+//! through the [`metrics`](https://docs.rs/metrics) facade (feature `metrics`), and the key id and
+//! reason in the current `tracing` span (feature `tracing`). The request path calls the functions
+//! here, one line each; without the features they are empty and compile to nothing.
 //!
 //! # Metrics
 //!
@@ -18,6 +18,22 @@
 //! the process sees, so a request costs an atomic add per metric and no lookup in the recorder.
 //! **Install the recorder before the first request**: a layer that ran before it keeps reporting
 //! to the no-op recorder. Every series exists (at zero) from that first request on.
+//!
+//! # Tracing
+//!
+//! The layer records `key_id` (on acceptance and refusal) and `reason` (on refusal) into the
+//! current span when that span declares them, as a request span can:
+//!
+//! ```text
+//! TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+//!     tracing::info_span!("request", path = request.uri().path(),
+//!         key_id = tracing::field::Empty, reason = tracing::field::Empty)
+//! })
+//! ```
+//!
+//! The store lookup of a key the index does not hold runs in a `key_lookup` span (level `DEBUG`)
+//! carrying `key_id`. The secret is never recorded. Without any subscriber set, the accept path
+//! pays one atomic load for this.
 
 use std::future::Future;
 
@@ -30,7 +46,11 @@ use crate::rejection::Reason;
 pub(crate) fn accepted(identity: &Identity) {
     #[cfg(feature = "metrics")]
     registered::handles().accepted[registered::kind_slot(identity.kind())].increment(1);
-    #[cfg(not(feature = "metrics"))]
+    #[cfg(feature = "tracing")]
+    if let Some(id) = identity.key_id() {
+        span::record(None, Some(id));
+    }
+    #[cfg(not(any(feature = "metrics", feature = "tracing")))]
     let _ = identity;
 }
 
@@ -39,9 +59,11 @@ pub(crate) fn accepted(identity: &Identity) {
 pub(crate) fn refused(reason: Reason, key_id: Option<KeyId>) {
     #[cfg(feature = "metrics")]
     registered::handles().refused[registered::reason_slot(reason)].increment(1);
-    // Traced by the caller; never a label.
+    #[cfg(feature = "tracing")]
+    span::record(Some(reason), key_id);
+    #[cfg(not(feature = "tracing"))]
     let _ = key_id;
-    #[cfg(not(feature = "metrics"))]
+    #[cfg(not(any(feature = "metrics", feature = "tracing")))]
     let _ = reason;
 }
 
@@ -75,6 +97,52 @@ pub(crate) async fn store_read<T, E>(
 #[inline(always)]
 pub(crate) fn store_read<F: Future>(read: F) -> F {
     read
+}
+
+/// `lookup`, the deferred check of key `id`, inside a span that carries the id.
+#[inline]
+pub(crate) fn in_lookup_span<F: Future>(id: KeyId, lookup: F) -> impl Future<Output = F::Output> {
+    #[cfg(feature = "tracing")]
+    {
+        use tracing::Instrument;
+        lookup.instrument(tracing::debug_span!("key_lookup", key_id = id.get()))
+    }
+    #[cfg(not(feature = "tracing"))]
+    {
+        let _ = id;
+        lookup
+    }
+}
+
+#[cfg(feature = "tracing")]
+mod span {
+    use crate::key::KeyId;
+    use crate::rejection::Reason;
+
+    /// Records into the current span; fields it does not declare are left out by `tracing`.
+    #[inline]
+    pub(super) fn record(reason: Option<Reason>, key_id: Option<KeyId>) {
+        // One relaxed load while no subscriber was ever set: the accept path's cost without tracing.
+        if !tracing::dispatcher::has_been_set() {
+            return;
+        }
+        record_slow(reason, key_id);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_slow(reason: Option<Reason>, key_id: Option<KeyId>) {
+        let span = tracing::Span::current();
+        if span.is_disabled() {
+            return;
+        }
+        if let Some(id) = key_id {
+            span.record("key_id", id.get());
+        }
+        if let Some(reason) = reason {
+            span.record("reason", reason.as_str());
+        }
+    }
 }
 
 #[cfg(feature = "metrics")]
