@@ -25,7 +25,7 @@
 //!
 //! # Endpoints
 //!
-//! All under `/api/v3` except `/health`. Every endpoint but `/token` sits behind `tower-api-key`'s
+//! All under `/api/v3` except `/health` and `/metrics`. Every endpoint but `/token` sits behind `tower-api-key`'s
 //! [`ApiKeyLayer`] with the `rest` scope, so an API key and an access token both work, read-only
 //! identities may only `GET`, and a refused credential gets the layer's answer.
 //!
@@ -47,6 +47,7 @@
 //! | `GET /users/{userUid}/logins` | self, who may read them | the user's keys |
 //! | `GET`, `PATCH`, `DELETE /users/{userUid}/logins/{userLoginId}` | self, who manages them | one key; PATCH is JSON Patch `replace` on `/status` and `/description`; DELETE → `{"data": true}` |
 //! | `GET /health` | anyone | `{"status":"ok"}` |
+//! | `GET /metrics` | anyone | with [`Admin::with_metrics`]: Prometheus text (`text/plain; version=0.0.4`), the layer's counters of accepted and refused requests by reason, index hits and store reads |
 //!
 //! # Roles
 //!
@@ -108,6 +109,7 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use http::StatusCode;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use tower_api_key::store::AccountStore;
 use tower_api_key::token::{JwtIssuer, JwtValidator};
@@ -128,6 +130,7 @@ mod principal;
 mod query;
 mod rights;
 mod state;
+mod telemetry;
 mod throttle;
 mod token;
 mod users;
@@ -135,6 +138,7 @@ mod users;
 pub use bootstrap::{
     bootstrap_admin, Bootstrap, BootstrapError, ADMIN_USER_NAME, DEFAULT_COMPANY_NAME,
 };
+pub use telemetry::{install_recorder, run_upkeep, trace_layer, RequestSpan};
 pub use throttle::LoginLimits;
 
 use error::{json_response, ApiError};
@@ -166,6 +170,7 @@ pub struct Admin {
     login_limits: LoginLimits,
     login_queue: Option<usize>,
     login_timeout: Duration,
+    metrics: Option<PrometheusHandle>,
 }
 
 impl Admin {
@@ -188,6 +193,7 @@ impl Admin {
             login_limits: LoginLimits::default(),
             login_queue: None,
             login_timeout: throttle::DEFAULT_TIMEOUT,
+            metrics: None,
         }
     }
 
@@ -221,6 +227,14 @@ impl Admin {
         self
     }
 
+    /// Serve the metrics of `recorder` (see [`install_recorder`]) as Prometheus text at
+    /// `GET /metrics`, outside `/api/v3` and without authentication: keep it on a private network
+    /// or behind a proxy that restricts it. Default: no `/metrics`.
+    pub fn with_metrics(mut self, recorder: PrometheusHandle) -> Self {
+        self.metrics = Some(recorder);
+        self
+    }
+
     /// How many API keys one user may hold; creating one more answers 409. Default: 100.
     pub fn with_max_keys_per_user(mut self, max: u64) -> Self {
         self.max_keys_per_user = max;
@@ -251,7 +265,7 @@ impl Admin {
             .with_token_validator(self.tokens.clone())
     }
 
-    /// The router: `/api/v3/…` and `/health`, with JSON answers for unknown paths and methods.
+    /// The router: `/api/v3/…`, `/health` and, [`with_metrics`](Admin::with_metrics), `/metrics`, with JSON answers for unknown paths and methods.
     pub fn router(&self) -> Router {
         let shared = Arc::new(Shared {
             ring: self.ring.clone(),
@@ -292,9 +306,16 @@ impl Admin {
         let api = Router::new()
             .route("/token", post(token::token))
             .merge(protected);
-        Router::new()
+        let mut router = Router::new()
             .nest("/api/v3", api)
-            .route("/health", get(health))
+            .route("/health", get(health));
+        if let Some(recorder) = self.metrics.clone() {
+            router = router.route(
+                "/metrics",
+                get(move || std::future::ready(telemetry::render(&recorder))),
+            );
+        }
+        router
             .fallback(no_route)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(shared)
@@ -311,6 +332,7 @@ impl fmt::Debug for Admin {
             .field("login_limits", &self.login_limits)
             .field("login_queue", &self.login_queue)
             .field("login_timeout", &self.login_timeout)
+            .field("metrics", &self.metrics.is_some())
             .finish_non_exhaustive()
     }
 }

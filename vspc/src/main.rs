@@ -11,6 +11,9 @@
 //! --admin-password PW    password for a newly created admin (also env ADMIN_PASSWORD)
 //! ```
 //!
+//! `GET /metrics` answers Prometheus text without authentication (see SECURITY.md). Each request
+//! runs in a `request` span with `method`, `path`, `key_id` and `reason`.
+//!
 //! `JWT_SECRET` (environment) signs access tokens; without it a secret is generated for each start,
 //! so access tokens do not survive a restart (API keys and refresh tokens do).
 
@@ -20,7 +23,9 @@ use std::sync::Arc;
 
 use tower_api_key::store::AccountStore;
 use tower_api_key::{KeyRing, KeyStore, PostgresStore, RedisStore, SqliteStore};
-use tower_api_key_vspc::{bootstrap_admin, Admin, ADMIN_USER_NAME};
+use tower_api_key_vspc::{
+    bootstrap_admin, install_recorder, run_upkeep, trace_layer, Admin, ADMIN_USER_NAME,
+};
 use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
 
@@ -212,6 +217,9 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    // Before any request: the layer registers its counters with the recorder it finds first.
+    let recorder = install_recorder().map_err(|e| format!("metrics recorder: {e}"))?;
+    tokio::spawn(run_upkeep(recorder.clone()));
     let store = Store::open(&args.database).await?;
     let (ring, accounts) = store.handles();
     // The scheme only: a database URL may carry a password.
@@ -246,14 +254,20 @@ async fn run(args: Args) -> Result<(), String> {
     drop(boot);
 
     let secret = jwt_secret()?;
-    let app = Admin::new(ring, accounts, &secret).router();
+    let app = Admin::new(ring, accounts, &secret)
+        .with_metrics(recorder)
+        .router()
+        .layer(trace_layer());
     drop(secret);
 
     let listener = listen(args.listen).map_err(|e| format!("listening on {}: {e}", args.listen))?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
-    tracing::info!("listening on http://{addr} (API under http://{addr}/api/v3)");
+    tracing::info!(
+        "listening on http://{addr} (API under http://{addr}/api/v3, Prometheus metrics at \
+         http://{addr}/metrics)"
+    );
     // The client's address lets the token endpoint throttle failed logins per client.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
