@@ -12,6 +12,7 @@ use crate::header;
 use crate::identity::Identity;
 use crate::key::{KeyError, KeyId, ParsedKey, SECRET_TOKEN_SCHEME};
 use crate::layer::Config;
+use crate::metrics;
 use crate::notes::Notes;
 use crate::policy::authorize;
 use crate::rejection::{Reason, Rejection};
@@ -67,13 +68,13 @@ impl Config {
             },
             (None, digest) => {
                 let ring = self.ring.clone();
-                let check: Check = Box::pin(async move {
+                let check: Check = Box::pin(metrics::in_lookup_span(id, async move {
                     match ring.check_store(id, digest).await {
                         Ok(verdict) => verdict,
                         Err(e) if e.is_timeout() => Err(Reason::StoreTimeout),
                         Err(_) => Err(Reason::StoreError),
                     }
-                });
+                }));
                 Decision::Wait(check, Some(id))
             }
         }
@@ -155,8 +156,7 @@ impl Config {
             key_id = key_id.map(KeyId::get),
             "request refused"
         );
-        #[cfg(not(feature = "tracing"))]
-        let _ = key_id;
+        metrics::refused(reason, key_id);
         Rejection::in_realm(reason, &self.challenges)
     }
 }

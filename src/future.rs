@@ -125,6 +125,7 @@ where
                         });
                     let next = match admitted {
                         Ok((identity, notes)) => {
+                            crate::metrics::accepted(&identity);
                             request.extensions_mut().insert(identity);
                             State::Inner {
                                 future: inner.call(request),

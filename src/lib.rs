@@ -101,13 +101,36 @@
 //! | feature | adds |
 //! |---|---|
 //! | *(none)* | the layer, [`MemoryStore`], [`KeyRing`], the [`TokenValidator`] trait |
-//! | `tracing` | `tracing` events for every refusal: the reason, never the secret |
+//! | `tracing` | `tracing` events for every refusal, `key_id` and `reason` in the request's span: never the secret |
+//! | `metrics` | counters of accepted and refused requests and index hits, a histogram of store reads ([below](#metrics-and-tracing)) |
 //! | `jwt` | [`token::JwtValidator`] (HS256, RS256, ES256, EdDSA) and [`token::JwtIssuer`] |
 //! | `axum` | extractors for [`Identity`] and `Login` |
 //! | `sqlite` | `SqliteStore`: keys, users and companies in one file |
 //! | `postgres` | `PostgresStore`: the same in PostgreSQL, shared by many nodes, changes through `LISTEN`/`NOTIFY` |
 //! | `redis` | `RedisStore`: the same in Redis, shared by many nodes, changes through pub/sub |
 //! | `openapi` | `utoipa::ToSchema` for [`UserLogin`], [`Status`], [`Scopes`] and `store::Role`, to document APIs that answer with them |
+//!
+//! # Metrics and tracing
+//!
+//! With the feature `metrics`, the layer reports through the [`metrics`](https://docs.rs/metrics)
+//! facade to the recorder the process installs:
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `tower_api_key_requests_accepted_total` | counter | `kind` = `api_key` \| `token` | requests let through to the inner service |
+//! | `tower_api_key_requests_refused_total` | counter | `reason` = [`Reason::as_str`] (`no_credentials`, `wrong_secret`, `unknown_key`, …; a fixed set) | requests refused, by reason |
+//! | `tower_api_key_store_lookup_seconds` | histogram | `outcome` = `found` \| `absent` \| `error` | the key store read on an index miss, one per id however many requests wait for it |
+//! | `tower_api_key_index_lookups_total` | counter | `result` = `hit` \| `miss` | index lookups of presented keys; hit ratio = hit / (hit + miss) |
+//!
+//! No label holds a key id, a secret or anything a client chose. The series are registered once,
+//! with the recorder found at the first request, so **install the recorder before the first
+//! request**; every series exists, at zero, from then on.
+//!
+//! With the feature `tracing`, the layer records `key_id` (accepted and refused) and `reason`
+//! (refused) into the current span when it declares them, as a `tower_http::trace::TraceLayer`
+//! span can (`.make_span_with(|_: &Request<_>| tracing::info_span!("request", key_id =
+//! tracing::field::Empty, reason = tracing::field::Empty))`); the store lookup of a key the index
+//! does not hold runs in a `key_lookup` span with its `key_id`. The secret is never recorded.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The README's examples compile as doc tests.
@@ -125,6 +148,7 @@ mod identity;
 mod index;
 pub mod key;
 mod layer;
+mod metrics;
 mod notes;
 mod policy;
 pub mod rate;

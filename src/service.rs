@@ -88,6 +88,7 @@ where
         match self.config.decide(&request, required) {
             Decision::Admit(identity) => match self.config.notes(&identity) {
                 Ok(notes) => {
+                    crate::metrics::accepted(&identity);
                     request.extensions_mut().insert(identity);
                     // Called now, so the instance that was polled ready is the one that is called.
                     ResponseFuture::inner(self.inner.call(request), notes)

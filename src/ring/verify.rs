@@ -95,6 +95,7 @@ impl KeyRing {
     ) -> (Option<Result<Identity, Reason>>, SecretDigest) {
         let id = key.id();
         let (probe, digest) = self.inner.index.lookup(id, || key.digest());
+        crate::metrics::index_lookup(matches!(probe, Probe::Found(_)));
         let outcome = match probe {
             Probe::Found(entry) => Some(self.decide(id, Some(&entry), &digest)),
             Probe::Miss => None,
@@ -173,7 +174,7 @@ impl KeyRing {
             .await
             .map_err(|_| StoreError::overloaded())?;
         let stamp = inner.index.stamp(Some(id));
-        let record = inner.store.get(id).await?;
+        let record = crate::metrics::store_read(inner.store.get(id)).await?;
         if record.as_ref().is_some_and(|r| r.id != id) {
             return Err(StoreError::corrupt("store returned another key's record"));
         }

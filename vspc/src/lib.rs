@@ -25,7 +25,7 @@
 //!
 //! # Endpoints
 //!
-//! All under `/api/v3` except `/health`. Every endpoint but `/token` sits behind `tower-api-key`'s
+//! All under `/api/v3` except `/health` and `/metrics`. Every endpoint but `/token` sits behind `tower-api-key`'s
 //! [`ApiKeyLayer`] with the `rest` scope, so an API key and an access token both work, read-only
 //! identities may only `GET`, and a refused credential gets the layer's answer.
 //!
@@ -48,6 +48,7 @@
 //! | `GET`, `PATCH`, `DELETE /users/{userUid}/logins/{userLoginId}` | self, who manages them | one key; PATCH is JSON Patch `replace` on `/status` and `/description`; DELETE → `{"data": true}` |
 //! | `GET /openapi.json` | anyone | this table as an OpenAPI 3.1 document ([`Admin::openapi`]) |
 //! | `GET /health` | anyone | `{"status":"ok"}` |
+//! | `GET /metrics` | anyone | with [`Admin::with_metrics`]: Prometheus text (`text/plain; version=0.0.4`), the layer's counters of accepted and refused requests by reason, index hits and store reads |
 //!
 //! # Roles
 //!
@@ -108,6 +109,7 @@ use std::time::Duration;
 use axum::response::Response;
 use axum::Router;
 use http::StatusCode;
+use metrics_exporter_prometheus::PrometheusHandle;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -133,6 +135,7 @@ mod principal;
 mod query;
 mod rights;
 mod state;
+mod telemetry;
 mod throttle;
 mod token;
 mod users;
@@ -140,6 +143,7 @@ mod users;
 pub use bootstrap::{
     bootstrap_admin, Bootstrap, BootstrapError, ADMIN_USER_NAME, DEFAULT_COMPANY_NAME,
 };
+pub use telemetry::{install_recorder, run_upkeep, trace_layer, RequestSpan};
 pub use throttle::LoginLimits;
 
 use error::{json_response, ApiError};
@@ -173,6 +177,7 @@ pub struct Admin {
     login_timeout: Duration,
     max_key_lifetime: Option<Duration>,
     rate_limit: Option<RateLimit>,
+    metrics: Option<PrometheusHandle>,
 }
 
 impl Admin {
@@ -197,6 +202,7 @@ impl Admin {
             login_timeout: throttle::DEFAULT_TIMEOUT,
             max_key_lifetime: None,
             rate_limit: None,
+            metrics: None,
         }
     }
 
@@ -227,6 +233,14 @@ impl Admin {
     /// 503 with `Retry-After: 1`, and its hash is skipped if it has not started. Default: 500 ms.
     pub fn with_login_timeout(mut self, timeout: Duration) -> Self {
         self.login_timeout = timeout;
+        self
+    }
+
+    /// Serve the metrics of `recorder` (see [`install_recorder`]) as Prometheus text at
+    /// `GET /metrics`, outside `/api/v3` and without authentication: keep it on a private network
+    /// or behind a proxy that restricts it. Default: no `/metrics`.
+    pub fn with_metrics(mut self, recorder: PrometheusHandle) -> Self {
+        self.metrics = Some(recorder);
         self
     }
 
@@ -279,7 +293,7 @@ impl Admin {
         }
     }
 
-    /// The router: `/api/v3/…` and `/health`, with JSON answers for unknown paths and methods.
+    /// The router: `/api/v3/…`, `/health` and, [`with_metrics`](Admin::with_metrics), `/metrics`, with JSON answers for unknown paths and methods.
     pub fn router(&self) -> Router {
         let shared = Arc::new(Shared {
             ring: self.ring.clone(),
@@ -297,8 +311,15 @@ impl Admin {
             ),
             openapi: openapi::Document::default(),
         });
-        let (router, doc) = self.routes();
+        let (mut router, doc) = self.routes();
         shared.openapi.set(&doc);
+        // Prometheus text, outside the JSON API and its document.
+        if let Some(recorder) = self.metrics.clone() {
+            router = router.route(
+                "/metrics",
+                axum::routing::get(move || std::future::ready(telemetry::render(&recorder))),
+            );
+        }
         router
             .fallback(no_route)
             .method_not_allowed_fallback(method_not_allowed)
@@ -352,6 +373,7 @@ impl fmt::Debug for Admin {
             .field("login_timeout", &self.login_timeout)
             .field("max_key_lifetime", &self.max_key_lifetime)
             .field("rate_limit", &self.rate_limit)
+            .field("metrics", &self.metrics.is_some())
             .finish_non_exhaustive()
     }
 }

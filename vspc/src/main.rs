@@ -14,6 +14,9 @@
 //! --last-used-interval S seconds between writes of keys' lastUsedDate (default 60)
 //! ```
 //!
+//! `GET /metrics` answers Prometheus text without authentication (see SECURITY.md). Each request
+//! runs in a `request` span with `method`, `path`, `key_id` and `reason`.
+//!
 //! `JWT_SECRET` (environment) signs access tokens; without it a secret is generated for each start,
 //! so access tokens do not survive a restart (API keys and refresh tokens do).
 
@@ -24,7 +27,9 @@ use std::time::Duration;
 
 use tower_api_key::store::AccountStore;
 use tower_api_key::{KeyRing, KeyStore, PostgresStore, RateLimit, RedisStore, SqliteStore};
-use tower_api_key_vspc::{bootstrap_admin, Admin, ADMIN_USER_NAME};
+use tower_api_key_vspc::{
+    bootstrap_admin, install_recorder, run_upkeep, trace_layer, Admin, ADMIN_USER_NAME,
+};
 use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
 
@@ -250,6 +255,9 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    // Before any request: the layer registers its counters with the recorder it finds first.
+    let recorder = install_recorder().map_err(|e| format!("metrics recorder: {e}"))?;
+    tokio::spawn(run_upkeep(recorder.clone()));
     let store = Store::open(&args.database).await?;
     let (ring, accounts) = store.handles(Duration::from_secs(args.last_used_interval));
     // The scheme only: a database URL may carry a password.
@@ -284,7 +292,7 @@ async fn run(args: Args) -> Result<(), String> {
     drop(boot);
 
     let secret = jwt_secret()?;
-    let mut admin = Admin::new(ring.clone(), accounts, &secret);
+    let mut admin = Admin::new(ring.clone(), accounts, &secret).with_metrics(recorder);
     drop(secret);
     if let Some(days) = args.max_key_days {
         admin = admin.with_max_key_lifetime(Duration::from_secs(days.saturating_mul(86_400)));
@@ -292,13 +300,16 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(per_minute) = args.rate_limit {
         admin = admin.with_rate_limit(RateLimit::per_minute(per_minute));
     }
-    let app = admin.router();
+    let app = admin.router().layer(trace_layer());
 
     let listener = listen(args.listen).map_err(|e| format!("listening on {}: {e}", args.listen))?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
-    tracing::info!("listening on http://{addr} (API under http://{addr}/api/v3)");
+    tracing::info!(
+        "listening on http://{addr} (API under http://{addr}/api/v3, Prometheus metrics at \
+         http://{addr}/metrics)"
+    );
     // The client's address lets the token endpoint throttle failed logins per client.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
