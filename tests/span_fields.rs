@@ -201,3 +201,29 @@ async fn the_request_span_gets_the_key_id_and_the_reason_never_the_secret() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_expired_key_is_refused_like_any_bad_key_and_traced_as_expired() {
+    let capture = Capture::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let ring = KeyRing::new(MemoryStore::new());
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let key = issue(
+        &ring,
+        NewKey::new(alice())
+            .description("expiring")
+            .scope(Scope::REST)
+            .expires(soon),
+    )
+    .await;
+    let id = key.id().get().to_string();
+    assert_eq!(through(&ring, get_with_key(key.key())).await, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_eq!(through(&ring, get_with_key(key.key())).await, 401);
+    let spans = capture.take();
+    let requests = Capture::requests(&spans);
+    assert_eq!(requests.len(), 2, "{spans:?}");
+    assert_eq!(field(requests[1], "key_id"), Some(id.as_str()));
+    assert_eq!(field(requests[1], "reason"), Some("expired"));
+}
