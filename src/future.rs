@@ -94,11 +94,14 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { future, notes } => {
-                    let mut response = ready!(future.poll(cx))?;
-                    if let Some(notes) = notes.take() {
-                        notes.write(response.headers_mut());
+                    // The answer is written to in place: moving it out and back costs two copies.
+                    let mut poll = future.poll(cx);
+                    if let Poll::Ready(Ok(response)) = &mut poll {
+                        if let Some(notes) = notes.take() {
+                            notes.write(response.headers_mut());
+                        }
                     }
-                    return Poll::Ready(Ok(response));
+                    return poll;
                 }
                 StateProj::Rejected { response } => {
                     let response = response

@@ -88,13 +88,42 @@
 //! |---|---|---|
 //! | no `Authorization`, or another scheme | 401 | `Bearer realm="api"` |
 //! | two `Authorization` headers; empty, non-token68 or oversized value; also an `access_token` query parameter | 400 | `…, error="invalid_request"` |
-//! | bad checksum, unknown id, wrong secret, key/user/company not enabled, invalid or expired token | 401 | `…, error="invalid_token"` (one answer for all) |
+//! | bad checksum, unknown id, wrong secret, key/user/company not enabled, expired key, invalid or expired token | 401 | `…, error="invalid_token"` (one answer for all) |
 //! | missing scope | 403 | `…, error="insufficient_scope", scope="…"` |
 //! | read-only identity, writing method | 403 | `…, error="insufficient_scope"` |
 //! | store or validator failure or timeout | 503 | none |
+//! | over the layer's [`RateLimit`] for that identity | 429 | none; `Retry-After`, `RateLimit`, `RateLimit-Policy` |
 //!
 //! Bodies are VSPC's envelope, `{"errors":[{"message":"…","type":"security","code":401}]}`, when the
 //! response body type can carry it ([`ErrorBody`]); [`ApiKeyLayer::on_rejection`] replaces them.
+//!
+//! # Key lifecycle
+//!
+//! Keys may expire ([`NewKey::expires`]): answers carry `Sunset` ([`SUNSET`]) in a key's last
+//! week ([`ApiKeyLayer::expiry_notice`]) and it is refused from its expiry on. [`KeyRing::rotate`]
+//! replaces a key by one with the same settings and lets the old one live out a grace period,
+//! answering with `Deprecation` ([`DEPRECATION`]). A ring built with
+//! [`KeyRingBuilder::track_last_used`] writes each key's last use to the store once per interval,
+//! off the request path. [`ApiKeyLayer::rate_limit`] gives each verified identity a quota.
+//!
+//! ```no_run
+//! # async fn run(store: tower_api_key::MemoryStore, owner: tower_api_key::Owner) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use tower_api_key::{ApiKeyLayer, KeyRing, NewKey, RateLimit, Scope};
+//!
+//! let keys = KeyRing::builder(store)
+//!     .track_last_used(Duration::from_secs(60))
+//!     .build();
+//! let in_90_days = time::OffsetDateTime::now_utc() + time::Duration::days(90);
+//! let issued = keys
+//!     .issue(NewKey::new(owner).scope(Scope::REST).description("CI").expires(in_90_days))
+//!     .await?;
+//! // Later: a successor, and a day for clients to move to it.
+//! let successor = keys.rotate(issued.id(), Duration::from_secs(86_400)).await?;
+//! let layer = ApiKeyLayer::new(keys).rate_limit(RateLimit::per_minute(600));
+//! # let _ = (successor, layer);
+//! # Ok(()) }
+//! ```
 //!
 //! # Features
 //!

@@ -102,7 +102,9 @@ impl KeyRingBuilder {
                 store: self.store,
                 _unfollow: unfollow,
                 pending_follow: Mutex::new(changes.zip(stop)),
-                uses: self.track_last_used.map(super::uses::Uses::new),
+                uses: self
+                    .track_last_used
+                    .map(|interval| Box::new(super::uses::Uses::new(interval))),
             }),
         };
         ring.ensure_following();

@@ -42,10 +42,14 @@ pub struct KeyRing {
     inner: Arc<Inner>,
 }
 
+/// The fields a request reads come first, in the first cache line (as in `Config`, `layer.rs`).
+#[repr(C, align(64))]
 struct Inner {
-    store: Arc<dyn KeyStore>,
     index: Arc<Index>,
     format: KeyFormat,
+    /// Keys used since the last batch, when the ring tracks use.
+    uses: Option<Box<uses::Uses>>,
+    store: Arc<dyn KeyStore>,
     lookup_timeout: Duration,
     inflight: Semaphore,
     flights: Flights,
@@ -55,8 +59,6 @@ struct Inner {
     /// The store's changes, when the ring was built outside a tokio runtime: following starts at the
     /// first async call, which comes before anything can be cached (only async calls fill the index).
     pending_follow: Mutex<Option<PendingFollow>>,
-    /// Keys used since the last batch, when the ring tracks use.
-    uses: Option<uses::Uses>,
 }
 
 impl KeyRing {

@@ -194,14 +194,13 @@ impl KeyRing {
         entry: Option<&Entry>,
         digest: &SecretDigest,
     ) -> Result<Identity, Reason> {
-        let (stored, known, status, scopes, read_only, lifecycle) = match entry {
+        let (stored, known, status, scopes, read_only) = match entry {
             Some(e) => (
                 e.digest(),
                 !e.is_negative(),
                 e.status(),
                 e.scopes(),
                 e.read_only(),
-                (e.expires(), e.deprecated()),
             ),
             None => (
                 SecretDigest::from_bytes(DUMMY_DIGEST),
@@ -209,13 +208,14 @@ impl KeyRing {
                 Status::Unknown,
                 Scopes::EMPTY,
                 false,
-                (0, false),
             ),
         };
         let matches = stored.ct_eq(digest);
         let ok = matches & Choice::from(u8::from(known & status.is_enabled()));
         if bool::from(ok) {
-            // Read only for the holder of the secret: the clock read tells nobody else anything.
+            // Read only for the holder of the secret, so neither the expiry nor the clock read
+            // tells anybody else anything.
+            let lifecycle = entry.map_or((0, false), |e| (e.expires(), e.deprecated()));
             let (expires, _) = lifecycle;
             if expires != 0 && unix_now() >= expires {
                 return Err(Reason::Expired);
@@ -230,12 +230,16 @@ impl KeyRing {
                 lifecycle,
                 self.inner.index.handle(),
             ))
-        } else if !known {
-            Err(Reason::UnknownKey)
-        } else if !bool::from(matches) {
-            Err(Reason::WrongSecret)
         } else {
-            Err(Reason::Disabled(status))
+            // One table read for every refusal, without a branch on what the id was: unknown id
+            // and wrong secret run the same instructions to the end.
+            let known = usize::from(known);
+            let which = known + (known & usize::from(bool::from(matches)));
+            Err([
+                Reason::UnknownKey,
+                Reason::WrongSecret,
+                Reason::Disabled(status),
+            ][which])
         }
     }
 }
@@ -279,6 +283,33 @@ mod tests {
 
     use crate::ring::testing::{cached, issue_one, Held};
     use crate::store::{KeyUpdate, MemoryStore};
+
+    #[tokio::test]
+    async fn each_refusal_names_its_cause() {
+        let ring = KeyRing::new(MemoryStore::new());
+        let k = issue_one(&ring).await;
+        let right = ring.parse(k.key().as_bytes()).expect("parses").digest();
+        let wrong = SecretDigest::from_bytes([1; 32]);
+        let unknown = KeyId::new(k.id().get() ^ 1).expect("valid id");
+        let reason = |id, digest: &SecretDigest| match ring.decide(id, None, digest) {
+            Err(reason) => reason,
+            Ok(_) => panic!("accepted"),
+        };
+        // Nothing in the index: an unknown id, whatever the digest.
+        assert_eq!(reason(unknown, &right), Reason::UnknownKey);
+        let check = |digest: &SecretDigest| ring.check_cached(k.id(), digest).expect("cached");
+        assert!(check(&right).is_ok());
+        assert_eq!(check(&wrong).err(), Some(Reason::WrongSecret));
+        ring.update(k.id(), KeyUpdate::status(Status::Disabled))
+            .await
+            .expect("updated");
+        // Only the holder of the secret learns that the key is disabled.
+        assert_eq!(
+            check(&right).err(),
+            Some(Reason::Disabled(Status::Disabled))
+        );
+        assert_eq!(check(&wrong).err(), Some(Reason::WrongSecret));
+    }
 
     #[tokio::test]
     async fn a_second_ring_on_the_same_store_fills_from_the_store() {
