@@ -457,29 +457,3 @@ async fn rate_limits_count_verified_identities_and_never_a_victims_name() {
         .unwrap()
         .starts_with("\"default\";r=3;"));
 }
-
-/// The same key id with another secret and a matching checksum: passes every offline check.
-fn with_other_secret(key: &str) -> String {
-    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let body_end = key.len() - 6;
-    let mut body = key.as_bytes()[..body_end].to_vec();
-    body[body_end - 1] = if body[body_end - 1] == b'a' {
-        b'b'
-    } else {
-        b'a'
-    };
-    let mut crc = u64::from(crc32fast::hash(&body));
-    let mut tail = [0u8; 6];
-    for slot in tail.iter_mut().rev() {
-        *slot = ALPHABET[(crc % 62) as usize];
-        crc /= 62;
-    }
-    body.extend_from_slice(&tail);
-    let forged = String::from_utf8(body).unwrap();
-    let format = KeyFormat::default();
-    assert_eq!(
-        format.parse(&forged).unwrap().id(),
-        format.parse(key).unwrap().id()
-    );
-    forged
-}

@@ -5,27 +5,20 @@
 // Helpers outside `#[test]` functions are test code too; a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
 
+use common::{replace, Body, Reply, SECRET};
 use tower_api_key::store::AccountStore;
 use tower_api_key::{KeyRing, MemoryStore};
-use tower_api_key_vspc::{bootstrap_admin, Admin};
-
-const ADMIN_PASSWORD: &str = "admin password for tests";
-const SECRET: &[u8] = b"a JWT secret for the OpenAPI tests, 32+ bytes long";
+use tower_api_key_vspc::Admin;
 
 /// The routes `Admin::router` registers (vspc/src/lib.rs), method and path.
 const ROUTES: [(&str, &str); 19] = [
@@ -288,10 +281,9 @@ fn documented(doc: &Value) -> BTreeSet<(String, String)> {
 // ---------------------------------------------------------------------------------------------
 // A server and a client that checks every answer.
 
+/// The harness's server (`tests/common`) with the document it serves and what the walk covered.
 struct Server {
-    addr: SocketAddr,
-    client: Client<HttpConnector, Full<Bytes>>,
-    shutdown: Option<oneshot::Sender<()>>,
+    http: common::Server,
     admin_uid: String,
     doc: Value,
     /// (method, path template) of every answer checked with a 2xx status.
@@ -300,107 +292,21 @@ struct Server {
     statuses: Mutex<BTreeSet<u16>>,
 }
 
-/// A request body.
-enum Body {
-    None,
-    Json(Value),
-    Form(&'static str),
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    json: Value,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
 async fn start() -> Server {
-    let store = MemoryStore::new();
-    let accounts: Arc<dyn AccountStore> = Arc::new(store.clone());
-    let boot = bootstrap_admin(accounts.as_ref(), Some(ADMIN_PASSWORD))
-        .await
-        .unwrap();
-    let app = Admin::new(KeyRing::new(store), accounts, SECRET).router();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    let mut server = Server {
-        addr,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        shutdown: Some(tx),
-        admin_uid: boot.user_uid().to_owned(),
-        doc: Value::Null,
-        succeeded: Mutex::default(),
-        statuses: Mutex::default(),
-    };
-    let reply = server
-        .send(Method::GET, "/api/v3/openapi.json", None, Body::None)
-        .await;
+    let http = common::start(MemoryStore::new()).await;
+    let reply = http.get("/api/v3/openapi.json", None).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.headers["content-type"], "application/json");
-    server.doc = reply.json;
-    server
+    Server {
+        admin_uid: http.admin_uid.clone(),
+        doc: reply.json,
+        http,
+        succeeded: Mutex::default(),
+        statuses: Mutex::default(),
+    }
 }
 
 impl Server {
-    async fn send(&self, method: Method, path: &str, auth: Option<&str>, body: Body) -> Reply {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{}", self.addr, path));
-        if let Some(credential) = auth {
-            builder = builder.header("authorization", format!("Bearer {credential}"));
-        }
-        let bytes = match body {
-            Body::None => Bytes::new(),
-            Body::Json(v) => {
-                builder = builder.header("content-type", "application/json");
-                Bytes::from(v.to_string())
-            }
-            Body::Form(f) => {
-                builder = builder.header("content-type", "application/x-www-form-urlencoded");
-                Bytes::from(f)
-            }
-        };
-        let response = self
-            .client
-            .request(builder.body(Full::new(bytes)).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        let json = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body)
-                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&body)))
-        };
-        Reply {
-            status,
-            headers,
-            json,
-        }
-    }
-
     /// Sends a request to the operation `method template` (path parameters from `params`, then
     /// `query`), checks a JSON body against the declared request body and the answer against the
     /// schema declared for its status, and returns the answer.
@@ -411,7 +317,7 @@ impl Server {
         params: &[(&str, &str)],
         query: &str,
         auth: Option<&str>,
-        body: Body,
+        body: Body<'_>,
     ) -> Reply {
         let name = method.as_str().to_ascii_lowercase();
         let validator = Validator::new(&self.doc);
@@ -431,7 +337,7 @@ impl Server {
         if !query.is_empty() {
             path = format!("{path}?{query}");
         }
-        let reply = self.send(method, &path, auth, body).await;
+        let reply = self.http.call(method, &path, auth, body).await;
         let status = reply.status.as_u16();
         match response_schema(&self.doc, &name, template, status) {
             Some(schema) => {
@@ -468,10 +374,6 @@ impl Server {
         )
         .await
     }
-}
-
-fn replace(path: &str, value: Value) -> Value {
-    json!([{ "op": "replace", "path": path, "value": value }])
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -102,6 +102,11 @@ where
         )
         .layer(admin.layer());
     let app = admin.router().merge(own);
+    serve(app, boot.user_uid()).await
+}
+
+/// `app` on 127.0.0.1, with the client addresses the token endpoint throttles by.
+pub(crate) async fn serve(app: axum::Router, admin_uid: &str) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -121,7 +126,7 @@ where
         client: Client::builder(TokioExecutor::new()).build_http(),
         shutdown: Some(tx),
         task: Some(task),
-        admin_uid: boot.user_uid().to_owned(),
+        admin_uid: admin_uid.to_owned(),
     }
 }
 
@@ -173,6 +178,37 @@ impl Server {
         auth: Option<&str>,
         body: Body<'_>,
     ) -> Reply {
+        let (status, headers, body) = self.send_with(client, method, path, auth, body).await;
+        let json = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&body)))
+        };
+        Reply {
+            status,
+            headers,
+            json,
+        }
+    }
+
+    /// `GET path` without credentials, the body as text: for answers that are not JSON.
+    pub(crate) async fn text(&self, path: &str) -> (StatusCode, http::HeaderMap, String) {
+        let (status, headers, body) = self
+            .send_with(&self.client, Method::GET, path, None, Body::None)
+            .await;
+        (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// The request as `call_with` sends it; the answer's status, headers and body.
+    pub(crate) async fn send_with(
+        &self,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Body<'_>,
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
         let mut builder = Request::builder().method(method).uri(format!(
             "http://{}{}",
             self.addr,
@@ -203,17 +239,7 @@ impl Server {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        let json = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body)
-                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&body)))
-        };
-        Reply {
-            status,
-            headers,
-            json,
-        }
+        (status, headers, body)
     }
 
     pub(crate) async fn get(&self, path: &str, auth: Option<&str>) -> Reply {
@@ -333,4 +359,39 @@ impl From<Reply> for Tokens {
 
 pub(crate) fn replace(path: &str, value: Value) -> Value {
     json!([{ "op": "replace", "path": path, "value": value }])
+}
+
+/// The same key id with another secret and a matching checksum: passes every offline check.
+pub(crate) fn with_other_secret(key: &str) -> String {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let body_end = key.len() - 6;
+    let mut body = key.as_bytes()[..body_end].to_vec();
+    body[body_end - 1] = if body[body_end - 1] == b'a' {
+        b'b'
+    } else {
+        b'a'
+    };
+    let mut crc = u64::from(crc32fast::hash(&body));
+    let mut tail = [0u8; 6];
+    for slot in tail.iter_mut().rev() {
+        *slot = ALPHABET[(crc % 62) as usize];
+        crc /= 62;
+    }
+    body.extend_from_slice(&tail);
+    let forged = String::from_utf8(body).unwrap();
+    let format = tower_api_key::KeyFormat::default();
+    assert_eq!(
+        format.parse(&forged).unwrap().id(),
+        format.parse(key).unwrap().id(),
+        "the forged key keeps the id"
+    );
+    forged
+}
+
+/// The key with its last checksum character changed.
+pub(crate) fn with_bad_checksum(key: &str) -> String {
+    let mut bytes = key.as_bytes().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] = if bytes[last] == b'0' { b'1' } else { b'0' };
+    String::from_utf8(bytes).unwrap()
 }
