@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue};
-use time::format_description::BorrowedFormatItem;
-use time::macros::format_description;
-use time::OffsetDateTime;
+use time::{Month, OffsetDateTime, UtcOffset, Weekday};
 
 use crate::identity::Identity;
 use crate::rate::Standing;
@@ -22,10 +20,41 @@ pub const DEPRECATION: HeaderName = HeaderName::from_static("deprecation");
 /// How long before its expiry a key's answers carry `Sunset`, unless the layer says otherwise.
 pub(crate) const DEFAULT_EXPIRY_NOTICE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
-/// IMF-fixdate (RFC 9110 §5.6.7).
-const HTTP_DATE: &[BorrowedFormatItem<'_>] = format_description!(
-    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-);
+/// `at` as an IMF-fixdate (RFC 9110 §5.6.7): `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn http_date(at: OffsetDateTime) -> String {
+    let at = at.to_offset(UtcOffset::UTC);
+    let weekday = match at.weekday() {
+        Weekday::Monday => "Mon",
+        Weekday::Tuesday => "Tue",
+        Weekday::Wednesday => "Wed",
+        Weekday::Thursday => "Thu",
+        Weekday::Friday => "Fri",
+        Weekday::Saturday => "Sat",
+        Weekday::Sunday => "Sun",
+    };
+    let month = match at.month() {
+        Month::January => "Jan",
+        Month::February => "Feb",
+        Month::March => "Mar",
+        Month::April => "Apr",
+        Month::May => "May",
+        Month::June => "Jun",
+        Month::July => "Jul",
+        Month::August => "Aug",
+        Month::September => "Sep",
+        Month::October => "Oct",
+        Month::November => "Nov",
+        Month::December => "Dec",
+    };
+    format!(
+        "{weekday}, {:02} {month} {:04} {:02}:{:02}:{:02} GMT",
+        at.day(),
+        at.year(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
 
 /// The fields for one answer.
 #[derive(Debug, Default)]
@@ -69,8 +98,7 @@ impl Notes {
         if expires != 0 && due {
             notes.sunset = identity
                 .expires()
-                .and_then(|at| at.format(HTTP_DATE).ok())
-                .and_then(|text| HeaderValue::try_from(text).ok());
+                .and_then(|at| HeaderValue::try_from(http_date(at)).ok());
         }
         if deprecated {
             // The date is not in the index slot: read it from the cold record, only for keys in
@@ -105,9 +133,16 @@ mod tests {
     #[test]
     fn http_dates_are_imf_fixdates() {
         let at = time::macros::datetime!(1994-11-06 08:49:37 UTC);
-        assert_eq!(
-            at.format(HTTP_DATE).expect("formats"),
-            "Sun, 06 Nov 1994 08:49:37 GMT"
-        );
+        assert_eq!(http_date(at), "Sun, 06 Nov 1994 08:49:37 GMT");
+        // Whatever the offset it carries, the date is written in GMT.
+        let east = time::macros::datetime!(2026-12-07 01:30:05 +02:00);
+        assert_eq!(http_date(east), "Sun, 06 Dec 2026 23:30:05 GMT");
+        // Every day and month name is three letters.
+        let mut day = time::macros::datetime!(2026-01-01 0:00 UTC);
+        for _ in 0..366 {
+            let text = http_date(day);
+            assert_eq!(text.len(), "Sun, 06 Nov 1994 08:49:37 GMT".len(), "{text}");
+            day += time::Duration::days(1);
+        }
     }
 }
