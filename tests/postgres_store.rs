@@ -119,7 +119,7 @@ async fn migrations_run_once_in_their_own_schema_and_a_newer_schema_is_refused()
             .fetch_all(&mut conn)
             .await
             .expect("versions");
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     let public: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
     )
