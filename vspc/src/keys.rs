@@ -63,33 +63,13 @@ pub(crate) async fn create(
     let scopes = parse_scopes(&query)?;
     // A key of a read-only role reads only, whatever was asked.
     let read_only = query.flag("isReadAccessOnly", false)? || user.role.is_read_only();
-    // A key never opens more than the identity that creates it.
-    if !caller.identity.scopes().contains_all(scopes) {
-        return Err(ApiError::forbidden_parameter(
-            "scopes",
-            "A key cannot be given scopes the caller does not hold.",
-        ));
-    }
-    caller.require_covers(scopes, read_only)?;
+    may_issue(&caller, scopes, read_only, "scopes")?;
     let expires = expiration(&state, &query)?;
 
     // One creation per user at a time on this node, so concurrent requests cannot both pass the
     // count.
     let _guard = state.key_creation_lock(&user.uid).lock().await;
-    let held = state
-        .ring
-        .list(&ListQuery::default().of_user(&user.uid).with_limit(1))
-        .await?
-        .total;
-    if held >= state.max_keys_per_user {
-        return Err(ApiError::conflict(
-            USER_UID,
-            format!(
-                "The user already has {held} API keys, the most allowed ({}).",
-                state.max_keys_per_user
-            ),
-        ));
-    }
+    room_for_a_key(&state, &user.uid, "").await?;
     let company_name = state
         .accounts
         .company(&user.company_id)
@@ -119,6 +99,42 @@ pub(crate) async fn create(
     // The only response that ever carries the key.
     let (login, _key) = issued.login_with_key();
     Ok(no_store(data(login)))
+}
+
+/// A key never opens more than the identity that creates it; a refusal names `parameter`.
+fn may_issue(
+    caller: &Caller,
+    scopes: Scopes,
+    read_only: bool,
+    parameter: &'static str,
+) -> Result<(), ApiError> {
+    if !caller.identity.scopes().contains_all(scopes) {
+        return Err(ApiError::forbidden_parameter(
+            parameter,
+            "A key cannot be given scopes the caller does not hold.",
+        ));
+    }
+    caller.require_covers(scopes, read_only)
+}
+
+/// 409 when user `user_uid` holds the most keys allowed; `advice` ends the message. Call it with
+/// the user's key-creation lock held, so the count and the insert after it agree.
+async fn room_for_a_key(state: &Shared, user_uid: &str, advice: &str) -> Result<(), ApiError> {
+    let held = state
+        .ring
+        .list(&ListQuery::default().of_user(user_uid).with_limit(1))
+        .await?
+        .total;
+    if held >= state.max_keys_per_user {
+        return Err(ApiError::conflict(
+            USER_UID,
+            format!(
+                "The user already has {held} API keys, the most allowed ({}){advice}.",
+                state.max_keys_per_user
+            ),
+        ));
+    }
+    Ok(())
 }
 
 const EXPIRATION: &str = "expirationDate";
@@ -201,35 +217,16 @@ pub(crate) async fn rotate(
             })?,
     };
     // The successor opens what the old key opens: the caller must be able to create it.
-    if !caller.identity.scopes().contains_all(record.scopes) {
-        return Err(ApiError::forbidden_parameter(
-            LOGIN_ID,
-            "A key cannot be given scopes the caller does not hold.",
-        ));
-    }
-    caller.require_covers(record.scopes, record.read_only)?;
+    may_issue(&caller, record.scopes, record.read_only, LOGIN_ID)?;
     let _guard = state.key_creation_lock(&record.owner.user_uid).lock().await;
     if !grace.is_zero() {
         // Both keys live through the grace period: the pair counts against the user's limit.
-        let held = state
-            .ring
-            .list(
-                &ListQuery::default()
-                    .of_user(&record.owner.user_uid)
-                    .with_limit(1),
-            )
-            .await?
-            .total;
-        if held >= state.max_keys_per_user {
-            return Err(ApiError::conflict(
-                USER_UID,
-                format!(
-                    "The user already has {held} API keys, the most allowed ({}): rotate with \
-                     gracePeriod=0 or delete a key first.",
-                    state.max_keys_per_user
-                ),
-            ));
-        }
+        room_for_a_key(
+            &state,
+            &record.owner.user_uid,
+            ": rotate with gracePeriod=0 or delete a key first",
+        )
+        .await?;
     }
     let issued = state
         .ring
