@@ -296,10 +296,8 @@ impl Identity {
     /// When the key expires, to the second; `None` for keys that do not, and for tokens.
     pub fn expires(&self) -> Option<OffsetDateTime> {
         match self.repr {
-            Repr::Key { expires, .. } if expires != 0 => i64::try_from(expires)
-                .ok()
-                .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()),
-            _ => None,
+            Repr::Key { expires, .. } => crate::index::expiry_date(expires),
+            Repr::Token(_) => None,
         }
     }
 
@@ -312,6 +310,20 @@ impl Identity {
                 ..
             }
         )
+    }
+
+    /// When a rotation replaced the key, read from the index; `None` for keys it did not replace,
+    /// keys the index no longer holds, and tokens.
+    pub(crate) fn deprecated_since(&self) -> Option<OffsetDateTime> {
+        match &self.repr {
+            Repr::Key {
+                id,
+                deprecated: true,
+                index,
+                ..
+            } => index.deprecated(*id),
+            _ => None,
+        }
     }
 
     /// The expiry in seconds and the deprecation flag, as the slot held them.

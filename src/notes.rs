@@ -104,11 +104,8 @@ impl Notes {
             // The date is not in the index slot: read it from the cold record, only for keys in
             // their grace period.
             notes.deprecation = identity
-                .login()
-                .and_then(|login| login.deprecation_date)
-                .and_then(|at: OffsetDateTime| {
-                    HeaderValue::try_from(format!("@{}", at.unix_timestamp())).ok()
-                });
+                .deprecated_since()
+                .and_then(|at| HeaderValue::try_from(format!("@{}", at.unix_timestamp())).ok());
         }
         notes
     }

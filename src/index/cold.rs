@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use super::slot::Entry;
+use super::slot::{expiry_date, Entry};
 use crate::identity::Status;
 use crate::key::KeyId;
 use crate::scope::Scopes;
@@ -60,6 +60,11 @@ impl Cold {
         }
     }
 
+    /// When a rotation replaced the key, to the second.
+    pub(super) fn deprecated(&self) -> Option<OffsetDateTime> {
+        date(self.deprecated)
+    }
+
     /// The record as the index holds it; dates other than the creation to the second.
     pub(super) fn record(&self, entry: &Entry) -> KeyRecord {
         KeyRecord {
@@ -74,8 +79,7 @@ impl Cold {
             company_status: self.company_status,
             created: self.created,
             status_locked: self.status_locked,
-            expires: date(i64::try_from(entry.expires()).unwrap_or(i64::MAX))
-                .filter(|_| entry.expires() != 0),
+            expires: expiry_date(entry.expires()),
             deprecated: date(self.deprecated),
             last_used: date(self.last_used),
         }

@@ -24,17 +24,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
+use time::OffsetDateTime;
 
 use crate::identity::UserLogin;
 use crate::key::KeyId;
 use crate::store::KeyRecord;
 
-use cold::Writer;
+use cold::{Cold, Writer};
 use slot::Slot;
 use stamp::GENERATION_BUCKETS;
 use table::{Table, MIN_CAPACITY};
 
-pub(crate) use slot::{Entry, DUMMY_DIGEST};
+pub(crate) use slot::{expiry_date, Entry, DUMMY_DIGEST};
 pub(crate) use stamp::Stamp;
 
 /// What the index knows of an id.
@@ -88,14 +89,24 @@ impl Index {
         IndexRef(self.registry_id)
     }
 
-    /// The cached record of `id`, rebuilt from its slot and arena entry.
-    pub(crate) fn record(&self, id: KeyId) -> Option<KeyRecord> {
+    /// `read` of the cached slot and arena entry of `id`.
+    fn read_cold<R>(&self, id: KeyId, read: impl FnOnce(&Cold, &Entry) -> R) -> Option<R> {
         let w = self.lock();
         let Probe::Found(entry) = self.probe(id) else {
             return None;
         };
         let cold = w.cold(entry.cold).filter(|c| c.id == id)?;
-        Some(cold.record(&entry))
+        Some(read(cold, &entry))
+    }
+
+    /// The cached record of `id`, rebuilt from its slot and arena entry.
+    pub(crate) fn record(&self, id: KeyId) -> Option<KeyRecord> {
+        self.read_cold(id, Cold::record)
+    }
+
+    /// When a rotation replaced cached key `id`, without rebuilding its record.
+    pub(crate) fn deprecated(&self, id: KeyId) -> Option<OffsetDateTime> {
+        self.read_cold(id, |cold, _| cold.deprecated()).flatten()
     }
 
     pub(crate) fn login(&self, id: KeyId) -> Option<Arc<UserLogin>> {
@@ -136,6 +147,10 @@ pub(crate) struct IndexRef(u64);
 impl IndexRef {
     pub(crate) fn login(self, id: KeyId) -> Option<Arc<UserLogin>> {
         registry::get(self.0)?.login(id)
+    }
+
+    pub(crate) fn deprecated(self, id: KeyId) -> Option<OffsetDateTime> {
+        registry::get(self.0)?.deprecated(id)
     }
 }
 

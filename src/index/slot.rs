@@ -147,6 +147,16 @@ impl Entry {
     }
 }
 
+/// The date of an expiry as the slot holds it (see [`expiry_secs`]); `None` for `0`, no expiry.
+pub(crate) fn expiry_date(secs: u64) -> Option<time::OffsetDateTime> {
+    if secs == 0 {
+        return None;
+    }
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+}
+
 /// An expiry as the slot holds it: whole seconds, rounded down (a key is refused from the start of
 /// the second it expires in), `0` for none; dates before 1970 become 1 (long expired).
 fn expiry_secs(expires: Option<time::OffsetDateTime>) -> u64 {

@@ -94,27 +94,25 @@ impl KeyRing {
             .status(old.status);
         new.expires = old.expires;
         let issued = self.issue(new).await?;
-        let retired = if old.status_locked {
-            // An administrator's lock on the old key's status holds for its successor.
-            self.update(issued.id(), KeyUpdate::default().locked(true))
-                .await
-                .map(|_| ())
-        } else {
+        let retired = async {
+            if old.status_locked {
+                // An administrator's lock on the old key's status holds for its successor.
+                self.update(issued.id(), KeyUpdate::default().locked(true))
+                    .await?;
+            }
+            if grace.is_zero() {
+                self.delete(id).await.map_err(IssueError::Store)?;
+            } else {
+                let grace = time::Duration::try_from(grace).unwrap_or(time::Duration::MAX);
+                self.update(
+                    id,
+                    KeyUpdate::retire(started, started.saturating_add(grace)),
+                )
+                .await?;
+            }
             Ok(())
-        };
-        let retired = match retired {
-            Ok(()) if grace.is_zero() => {
-                self.delete(id).await.map(|_| ()).map_err(IssueError::Store)
-            }
-            Ok(()) => {
-                let until = started
-                    .saturating_add(time::Duration::try_from(grace).unwrap_or(time::Duration::MAX));
-                self.update(id, KeyUpdate::retire(started, until))
-                    .await
-                    .map(|_| ())
-            }
-            Err(e) => Err(e),
-        };
+        }
+        .await;
         if let Err(e) = retired {
             // The old key stays as it was: take back the new one, which nobody has seen.
             let _ = self.delete(issued.id()).await;
